@@ -1,0 +1,48 @@
+#include "core/err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+ty_status ty_err_set(ty_err *err, ty_status code, const char *fmt, ...) {
+    if (!err) return code;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+ty_status ty_err_wrap(ty_err *err, const char *fmt, ...) {
+    if (!err) return TY_E_ARG;
+    char prefix[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    char old[sizeof err->msg];
+    memcpy(old, err->msg, sizeof old);
+    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    return err->code;
+}
+
+void ty_err_clear(ty_err *err) {
+    if (!err) return;
+    err->code = TY_OK;
+    err->msg[0] = '\0';
+}
+
+const char *ty_status_name(ty_status code) {
+    switch (code) {
+    case TY_OK: return "ok";
+    case TY_E_ARG: return "invalid_argument";
+    case TY_E_IO: return "io";
+    case TY_E_FORMAT: return "format";
+    case TY_E_UNSUPPORTED: return "unsupported";
+    case TY_E_LIMIT: return "limit";
+    case TY_E_NOMEM: return "out_of_memory";
+    case TY_E_NOT_FOUND: return "not_found";
+    }
+    return "unknown";
+}
