@@ -21,9 +21,15 @@ ty_status ty_err_wrap(ty_err *err, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    char old[sizeof err->msg];
-    memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    // New message = prefix + ": " + old message, cut to fit.
+    size_t cap = sizeof err->msg, pl = strlen(prefix), ol = strnlen(err->msg, cap - 1);
+    if (pl > cap - 3) pl = cap - 3;
+    if (ol > cap - 3 - pl) ol = cap - 3 - pl;
+    memmove(err->msg + pl + 2, err->msg, ol);
+    memcpy(err->msg, prefix, pl);
+    err->msg[pl] = ':';
+    err->msg[pl + 1] = ' ';
+    err->msg[pl + 2 + ol] = '\0';
     return err->code;
 }
 
