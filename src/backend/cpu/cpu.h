@@ -1,0 +1,40 @@
+// The CPU backend's internals shared by its op files (one file per op family).
+#ifndef TYCHO_BACKEND_CPU_CPU_H
+#define TYCHO_BACKEND_CPU_CPU_H
+
+#include "backend/backend.h"
+#include "core/half.h"
+#include "core/pool.h"
+
+typedef struct {
+    ty_backend base;
+    pool *pool;
+    int has_avx2;  // AVX2 + FMA kernels usable on this CPU
+} cpu_backend;
+
+static inline cpu_backend *cpu_of(ty_backend *be) { return (cpu_backend *)be; }
+
+// Row r of an f32 tensor.
+static inline float *cpu_row(ty_tensor t, int64_t r) { return (float *)t.data + r * t.stride; }
+
+// Converts n elements of a bf16/f16/f32 row to f32.
+void cpu_convert_row(float *dst, const void *src, ty_dtype dtype, int64_t n);
+
+// Per-op entry points, wired into the ops table by cpu.c.
+void cpu_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act);
+void cpu_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
+void cpu_activate(ty_backend *be, ty_tensor y, ty_tensor x, ty_activation act);
+void cpu_add(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
+void cpu_embed(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids);
+void cpu_rope(ty_backend *be, ty_tensor x, int n_heads, int head_dim, int rot_dims, float theta, const ty_batch *batch);
+void cpu_kv_write(ty_backend *be, ty_kv_layer *kv, ty_tensor k, ty_tensor v, const ty_batch *batch);
+void cpu_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_layer *kv, int n_heads, int n_kv_heads,
+                   int head_dim, float scale, const ty_batch *batch);
+void cpu_attention_dense(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor k, ty_tensor v, int n_heads,
+                         int head_dim, float scale, int group);
+
+// Scalar activations, shared by matmul epilogues and cpu_activate.
+float cpu_gelu_tanh(float x);
+float cpu_gelu_erf(float x);
+
+#endif

@@ -1,0 +1,175 @@
+// y = act(x · wᵀ + bias): x (n, k) f32, w (m, k) bf16/f16/f32 read in place.
+//
+// Work is split over panels of PANEL weight rows. A panel is converted to f32
+// once (when n > 1) and reused for every row of x; a 4x4 block of dot
+// products then loads 8 vectors per 16 FMAs. With n == 1 (decode) the weight
+// is streamed once and converted on the fly: that case is bandwidth-bound.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TY_X86 1
+#endif
+
+enum { PANEL = 16 };
+
+typedef struct {
+    ty_tensor y, x, w;
+    const ty_tensor *bias;
+    ty_activation act;
+    int avx2;
+} gemm_job;
+
+static float dot_portable(const float *a, const float *b, int64_t k) {
+    float s[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8)
+        for (int l = 0; l < 8; l++) s[l] += a[i + l] * b[i + l];
+    float t = 0;
+    for (; i < k; i++) t += a[i] * b[i];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])) + t;
+}
+
+// out[i*4 + j] = dot(x_i, w_j) for the rows x[0..ni), w[0..nj), ni, nj <= 4.
+static void block_portable(float *out, const float *const *x, int ni, const float *const *w, int nj, int64_t k) {
+    for (int i = 0; i < ni; i++)
+        for (int j = 0; j < nj; j++) out[i * 4 + j] = dot_portable(x[i], w[j], k);
+}
+
+#ifdef TY_X86
+__attribute__((target("avx2,fma"))) static float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static void block4x4_avx2(float *out, const float *const *x,
+                                                             const float *const *w, int64_t k) {
+    __m256 acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_ps();
+    int64_t p = 0;
+    for (; p + 8 <= k; p += 8) {
+        __m256 wv[4];
+        for (int j = 0; j < 4; j++) wv[j] = _mm256_loadu_ps(w[j] + p);
+        for (int i = 0; i < 4; i++) {
+            __m256 xv = _mm256_loadu_ps(x[i] + p);
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            float t = hsum256(acc[i][j]);
+            for (int64_t q = p; q < k; q++) t += x[i][q] * w[j][q];
+            out[i * 4 + j] = t;
+        }
+}
+
+__attribute__((target("avx2,fma"))) static void block_avx2(float *out, const float *const *x, int ni,
+                                                          const float *const *w, int nj, int64_t k) {
+    if (ni == 4 && nj == 4) {
+        block4x4_avx2(out, x, w, k);
+        return;
+    }
+    for (int i = 0; i < ni; i++)
+        for (int j = 0; j < nj; j++) {
+            __m256 acc = _mm256_setzero_ps();
+            int64_t p = 0;
+            for (; p + 8 <= k; p += 8)
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(x[i] + p), _mm256_loadu_ps(w[j] + p), acc);
+            float t = hsum256(acc);
+            for (; p < k; p++) t += x[i][p] * w[j][p];
+            out[i * 4 + j] = t;
+        }
+}
+
+// Decode path: dot of an f32 row with a bf16 row, converting 8 lanes at a time.
+__attribute__((target("avx2,fma"))) static float dot_bf16_avx2(const float *x, const uint16_t *w, int64_t k) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t p = 0;
+    for (; p + 16 <= k; p += 16) {
+        __m256i w0 = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + p)));
+        __m256i w1 = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + p + 8)));
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p), _mm256_castsi256_ps(_mm256_slli_epi32(w0, 16)), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p + 8), _mm256_castsi256_ps(_mm256_slli_epi32(w1, 16)), a1);
+    }
+    float t = hsum256(_mm256_add_ps(a0, a1));
+    for (; p < k; p++) t += x[p] * bf16_to_f32(w[p]);
+    return t;
+}
+#endif
+
+static float apply_act(float v, ty_activation act) {
+    switch (act) {
+    case TY_ACT_GELU_TANH: return cpu_gelu_tanh(v);
+    case TY_ACT_GELU_ERF: return cpu_gelu_erf(v);
+    default: return v;
+    }
+}
+
+static const void *weight_row(ty_tensor w, int64_t r) {
+    return (const char *)w.data + (size_t)(r * w.stride) * dtype_size(w.dtype);
+}
+
+static void gemm_panel(void *ctx, int panel) {
+    const gemm_job *g = ctx;
+    int64_t k = g->x.cols, m = g->w.rows, n = g->x.rows;
+    int64_t j0 = (int64_t)panel * PANEL, nj = m - j0 < PANEL ? m - j0 : PANEL;
+    float bias[PANEL] = {0};
+    if (g->bias) cpu_convert_row(bias, (const char *)g->bias->data + (size_t)j0 * dtype_size(g->bias->dtype),
+                                 g->bias->dtype, nj);
+#ifdef TY_X86
+    if (n == 1 && g->avx2 && g->w.dtype == TY_DTYPE_BF16) {
+        const float *x = cpu_row(g->x, 0);
+        float *y = cpu_row(g->y, 0);
+        for (int64_t j = 0; j < nj; j++)
+            y[j0 + j] = apply_act(dot_bf16_avx2(x, weight_row(g->w, j0 + j), k) + bias[j], g->act);
+        return;
+    }
+#endif
+    // Convert the panel to f32 once (or point straight at f32 weights).
+    float *panel_buf = NULL;
+    const float *wrows[PANEL];
+    if (g->w.dtype == TY_DTYPE_F32) {
+        for (int64_t j = 0; j < nj; j++) wrows[j] = weight_row(g->w, j0 + j);
+    } else {
+        panel_buf = malloc((size_t)(nj * k) * sizeof(float));
+        if (!panel_buf) abort();  // a few hundred KB; failure here means the machine is out of memory
+        for (int64_t j = 0; j < nj; j++) {
+            cpu_convert_row(panel_buf + j * k, weight_row(g->w, j0 + j), g->w.dtype, k);
+            wrows[j] = panel_buf + j * k;
+        }
+    }
+    float out[16];
+    for (int64_t i0 = 0; i0 < n; i0 += 4) {
+        int ni = n - i0 < 4 ? (int)(n - i0) : 4;
+        const float *xrows[4];
+        for (int i = 0; i < ni; i++) xrows[i] = cpu_row(g->x, i0 + i);
+        for (int64_t jb = 0; jb < nj; jb += 4) {
+            int nb = nj - jb < 4 ? (int)(nj - jb) : 4;
+#ifdef TY_X86
+            if (g->avx2)
+                block_avx2(out, xrows, ni, wrows + jb, nb, k);
+            else
+#endif
+                block_portable(out, xrows, ni, wrows + jb, nb, k);
+            for (int i = 0; i < ni; i++) {
+                float *y = cpu_row(g->y, i0 + i) + j0 + jb;
+                for (int j = 0; j < nb; j++) y[j] = apply_act(out[i * 4 + j] + bias[jb + j], g->act);
+            }
+        }
+    }
+    free(panel_buf);
+}
+
+void cpu_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act) {
+    cpu_backend *c = cpu_of(be);
+    gemm_job g = {y, x, w, bias, act, c->has_avx2};
+    int n_panels = (int)((w.rows + PANEL - 1) / PANEL);
+    pool_run(c->pool, n_panels, gemm_panel, &g);
+}

@@ -1,0 +1,82 @@
+// A loaded Moondream model: config, weights bound to a backend, and the
+// forward passes the engine drives (vision tower, text decoder, region head).
+// The model knows no requests or scheduler: it runs batches it is given.
+#ifndef TYCHO_MODEL_MOONDREAM_H
+#define TYCHO_MODEL_MOONDREAM_H
+
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "io/safetensors.h"
+#include "model/config.h"
+
+typedef struct {
+    ty_tensor w, b;  // w (out, in); b (1, out), absent (data NULL) when the layer has no bias
+} md_linear;
+
+typedef struct {
+    ty_tensor w, b;  // (1, dim) each
+} md_norm;
+
+typedef struct {
+    md_norm ln1, ln2;
+    md_linear qkv, proj, fc1, fc2;
+} md_vision_block;
+
+typedef struct {
+    md_linear patch_emb;  // (enc_dim, 3*14*14)
+    ty_tensor pos_emb;    // (729, enc_dim)
+    md_vision_block *blocks;
+    md_norm post_ln;
+    md_linear proj_fc1, proj_fc2;  // (proj_inner, 2*enc_dim), (proj_out, proj_inner)
+} md_vision_weights;
+
+typedef struct {
+    md_norm ln;
+    md_linear qkv, proj, fc1, fc2;
+} md_text_block;
+
+typedef struct {
+    ty_tensor wte;  // (vocab, dim)
+    md_text_block *blocks;
+    md_norm post_ln;
+    md_linear lm_head;
+} md_text_weights;
+
+typedef struct {
+    ty_tensor coord_features;  // (1, coord_feat_dim / 2)
+    ty_tensor size_features;   // (2, size_feat_dim / 2)
+    md_linear coord_encoder, coord_fc1, coord_fc2;
+    md_linear size_encoder, size_fc1, size_fc2;
+} md_region_weights;
+
+typedef struct md_model {
+    md_config cfg;
+    ty_backend *be;
+    safetensors *st;
+    md_vision_weights vision;
+    md_text_weights text;
+    md_region_weights region;
+    void **owned;  // host copies made for misaligned or transposed tensors
+    int n_owned;
+} md_model;
+
+enum {
+    MD_GRID = 27,                     // patches per crop side: 378 / 14
+    MD_PATCHES = MD_GRID * MD_GRID,   // 729 image tokens
+    MD_PATCH_DIM = 3 * 14 * 14,       // 588 values per patch
+    MD_ROT_DIMS = 32,                 // rotary dims of every text head
+};
+
+// Loads dir/config.json (optional: defaults are the real Moondream 2) and the
+// checkpoint in dir (model.safetensors or shards) onto the backend.
+ty_status md_model_init(md_model **out, const char *dir, ty_backend *be, ty_err *err);
+void md_model_free(md_model *m);
+
+// Vision tower over n_crops crops (n_crops, 378, 378, 3) uint8 RGB, crop 0
+// global, then rows x cols local tiles. out: (n_crops * 729, enc_dim) f32 host,
+// may be NULL. embeds: (729, text dim) image embeddings, host f32.
+ty_status md_vision_encode(md_model *m, const uint8_t *crops, int n_crops, int rows, int cols, float *features,
+                           float *embeds, ty_err *err);
+
+#endif

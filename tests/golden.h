@@ -1,0 +1,22 @@
+// Helpers for golden-parity tests: reference tensors from expected.safetensors
+// and the relative error the golden README's tolerance is stated in.
+#ifndef TYCHO_TESTS_GOLDEN_H
+#define TYCHO_TESTS_GOLDEN_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "io/safetensors.h"
+
+// ||a - b|| / ||b|| over n values of a and the f32 reference tensor ref.
+static inline double golden_rel_err(const float *a, const safetensors_tensor *ref, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double b = safetensors_get_f32(ref, i), d = a[i] - b;
+        num += d * d;
+        den += b * b;
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+#endif
