@@ -80,3 +80,42 @@ ty_status md_vision_encode(md_model *m, const uint8_t *crops, int n_crops, int r
                            float *embeds, ty_err *err);
 
 #endif
+
+// ---- text decoder --------------------------------------------------------
+
+// The KV cache of every layer, in pages the engine hands out by index.
+typedef struct {
+    ty_kv_layer *layers;  // (n_layers)
+    int n_layers, n_pages, page_size;
+} md_kv_cache;
+
+ty_status md_kv_cache_init(md_model *m, md_kv_cache *kv, int n_pages, int page_size, ty_err *err);
+void md_kv_cache_free(md_model *m, md_kv_cache *kv);
+
+// One forward of the text decoder over a flat batch of rows (any mix of
+// sequences, prefill and decode). Row r's input is wte[ids[r]] when
+// ids[r] >= 0, else the next unused row of `embeds` (host f32, (n, dim)).
+// For the n_out rows listed in out_rows, writes logits (n_out, vocab) and the
+// raw last-layer hidden states (n_out, dim) to host memory (either may be NULL).
+typedef struct {
+    const ty_batch *batch;
+    const int32_t *ids;     // (batch->n_rows)
+    const float *embeds;    // (rows with id < 0, dim)
+    int n_out;
+    const int32_t *out_rows;  // (n_out)
+    float *logits;            // (n_out, vocab) or NULL
+    float *hidden;            // (n_out, dim) or NULL
+} md_text_step;
+
+ty_status md_text_forward(md_model *m, md_kv_cache *kv, const md_text_step *step, ty_err *err);
+
+// ---- region head ---------------------------------------------------------
+
+// Embedding of a coordinate value in [0, 1]: (dim) host f32.
+ty_status md_region_encode_coord(md_model *m, float x, float *out, ty_err *err);
+// Embedding of a (width, height) size: (dim) host f32.
+ty_status md_region_encode_size(md_model *m, float w, float h, float *out, ty_err *err);
+// Coordinate logits (coord_out_dim) from a raw hidden state (dim).
+ty_status md_region_decode_coord(md_model *m, const float *hidden, float *logits, ty_err *err);
+// Size logits (2, size_out_dim / 2): width bins then height bins.
+ty_status md_region_decode_size(md_model *m, const float *hidden, float *logits, ty_err *err);
