@@ -8,6 +8,10 @@
 int cmd_tokenize(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_caption(int argc, char **argv);
+int cmd_query(int argc, char **argv);
+int cmd_detect(int argc, char **argv);
+int cmd_point(int argc, char **argv);
 
 // Prints "tycho <cmd>: <message>" on stderr and returns 1.
 int cli_fail(const char *cmd, const ty_err *err);

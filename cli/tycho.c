@@ -8,6 +8,10 @@ static const struct {
     int (*run)(int, char **);
     const char *help;
 } commands[] = {
+    {"caption", cmd_caption, "caption --model M IMAGE [--length short|normal|long]"},
+    {"query", cmd_query, "query --model M [IMAGE] --question TEXT [--reasoning] [--spatial-ref x,y[,x2,y2]]"},
+    {"detect", cmd_detect, "detect --model M IMAGE --object NAME [--max-objects N]"},
+    {"point", cmd_point, "point --model M IMAGE --object NAME [--max-objects N]"},
     {"tokenize", cmd_tokenize, "tokenize --tokenizer FILE.json   JSON lines {\"text\"} on stdin -> {\"ids\",\"decoded\"}"},
     {"preprocess", cmd_preprocess, "preprocess IMAGE --out DIR        tiling and crops of an image"},
     {"inspect", cmd_inspect, "inspect MODEL [--values N]        list the tensors of a safetensors checkpoint"},
@@ -16,6 +20,7 @@ static const struct {
 static void usage(FILE *f) {
     fprintf(f, "usage: tycho <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) fprintf(f, "  %s\n", commands[i].help);
+    fprintf(f, "\nskills take: --max-tokens N --temperature T --top-p P --seed S --threads N --stream --json\n");
 }
 
 int cli_fail(const char *cmd, const ty_err *err) {

@@ -1,0 +1,26 @@
+// Runs one request to completion as a batch of one: vision tower, the
+// BOS + image prefix, then the skill's feeds one forward at a time. The
+// scheduler (continuous batching over many requests) drives the same model
+// and skill interfaces; this is the path the CLI uses until it exists.
+#ifndef TYCHO_ENGINE_GENERATE_H
+#define TYCHO_ENGINE_GENERATE_H
+
+#include "engine/skill.h"
+#include "io/image.h"
+
+typedef struct {
+    double vision_ms, prefill_ms, decode_ms, ttft_ms;
+    int prefix_tokens;
+    float *first_logits;  // in: NULL or (vocab) to receive the logits of the first generated position
+} generate_stats;
+
+// img may be NULL (text-only query). *out receives the finished request
+// (skill_free it) even when a step failed midway, so partial output is kept.
+// stats may be NULL.
+ty_status generate_one(md_model *m, const tokenizer *tok, const image_rgb *img, const skill_params *p,
+                       skill_text_fn on_text, void *user, skill_request **out, generate_stats *stats, ty_err *err);
+
+// Vision tower + projection for one image: (729, text dim) embeddings, host f32.
+ty_status generate_image_embeds(md_model *m, const image_rgb *img, float *embeds, ty_err *err);
+
+#endif
