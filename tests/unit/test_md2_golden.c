@@ -42,8 +42,9 @@ static int result_matches(const cJSON *c, const skill_request *r, char *why, siz
     const char *skill = cJSON_GetObjectItem(c, "skill")->valuestring;
     const cJSON *res = cJSON_GetObjectItem(c, "result");
     if (!strcmp(skill, "caption") || !strcmp(skill, "query")) {
+        // Captions are recorded as the bare string, queries as {"answer", "reasoning"?}.
         const char *key = !strcmp(skill, "caption") ? "caption" : "answer";
-        const char *want = cJSON_GetObjectItem(res, key)->valuestring;
+        const char *want = cJSON_IsString(res) ? res->valuestring : cJSON_GetObjectItem(res, key)->valuestring;
         if (strcmp(want, skill_text(r))) {
             snprintf(why, cap, "%s '%s' != '%s'", key, skill_text(r), want);
             return 0;
