@@ -238,7 +238,7 @@ static int run_skill(int argc, char **argv, skill_kind kind) {
     if (s == TY_OK) s = tokenizer_init_from_file(&tok, paths.tokenizer, &err);
     int streaming = a.stream && !a.json && (kind == SKILL_CAPTION || kind == SKILL_QUERY) && !a.p.reasoning;
     if (s == TY_OK)
-        s = generate_one(m, tok, a.image ? &img : NULL, &a.p, streaming ? print_chunk : NULL, NULL, &r, &st, &err);
+        s = generate_one(m, tok, &(generate_image){.rgb = a.image ? &img : NULL}, &a.p, streaming ? print_chunk : NULL, NULL, &r, &st, &err);
     if (s == TY_OK) {
         if (a.json)
             print_json(&a, r, &st);

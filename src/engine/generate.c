@@ -51,29 +51,31 @@ static ty_status run_rows(md_model *m, md_kv_cache *kv, const int32_t *pages, in
     return s;
 }
 
-ty_status generate_one(md_model *m, const tokenizer *tok, const image_rgb *img, const skill_params *params,
+ty_status generate_one(md_model *m, const tokenizer *tok, const generate_image *image, const skill_params *params,
                        skill_text_fn on_text, void *user, skill_request **out, generate_stats *stats, ty_err *err) {
     *out = NULL;
     generate_stats st = {0};
     const md_text_config *c = &m->cfg.text;
     skill_params p = *params;
-    p.has_image = img != NULL;
-    if (!img && p.kind != SKILL_QUERY) return ty_err_set(err, TY_E_ARG, "this skill needs an image");
+    int has_image = image && (image->rgb || image->embeds);
+    p.has_image = has_image;
+    if (!has_image && p.kind != SKILL_QUERY) return ty_err_set(err, TY_E_ARG, "this skill needs an image");
     int n_pages = (c->max_context + PAGE_SIZE - 1) / PAGE_SIZE;
     int32_t *pages = malloc((size_t)n_pages * sizeof *pages);
     float *logits = malloc((size_t)c->vocab_size * sizeof(float)), *hidden = malloc((size_t)c->dim * sizeof(float));
-    float *embeds = img ? malloc((size_t)MD_PATCHES * c->dim * sizeof(float)) : NULL;
+    int own_embeds = has_image && !image->embeds;
+    float *embeds = own_embeds ? malloc((size_t)MD_PATCHES * c->dim * sizeof(float)) : NULL;
     md_kv_cache kv = {0};
     skill_request *r = NULL;
     ty_status s = TY_OK;
-    if (!pages || !logits || !hidden || (img && !embeds)) s = ty_err_set(err, TY_E_NOMEM, "out of memory");
+    if (!pages || !logits || !hidden || (own_embeds && !embeds)) s = ty_err_set(err, TY_E_NOMEM, "out of memory");
     for (int i = 0; pages && i < n_pages; i++) pages[i] = i;
     if (s == TY_OK) s = md_kv_cache_init(m, &kv, n_pages, PAGE_SIZE, err);
     double t0 = now_ms();
     int prefix = 0;
-    if (s == TY_OK && img) {
+    if (s == TY_OK && has_image) {
         // BOS + 729 image embeddings: positions 0..729, attending bidirectionally.
-        s = generate_image_embeds(m, img, embeds, err);
+        if (own_embeds) s = generate_image_embeds(m, image->rgb, embeds, err);
         st.vision_ms = now_ms() - t0;
         prefix = 1 + MD_PATCHES;
         int32_t *ids = s == TY_OK ? malloc((size_t)prefix * sizeof *ids) : NULL;
@@ -81,7 +83,8 @@ ty_status generate_one(md_model *m, const tokenizer *tok, const image_rgb *img, 
         if (s == TY_OK) {
             ids[0] = m->cfg.tok.bos_id;
             for (int i = 1; i < prefix; i++) ids[i] = -1;
-            s = run_rows(m, &kv, pages, prefix, 0, prefix, ids, embeds, logits, hidden, err);
+            s = run_rows(m, &kv, pages, prefix, 0, prefix, ids, own_embeds ? embeds : image->embeds, logits, hidden,
+                         err);
         }
         free(ids);
         st.prefix_tokens = prefix;

@@ -14,10 +14,16 @@ typedef struct {
     float *first_logits;  // in: NULL or (vocab) to receive the logits of the first generated position
 } generate_stats;
 
-// img may be NULL (text-only query). *out receives the finished request
-// (skill_free it) even when a step failed midway, so partial output is kept.
-// stats may be NULL.
-ty_status generate_one(md_model *m, const tokenizer *tok, const image_rgb *img, const skill_params *p,
+// The request's image: decoded pixels, or image embeddings computed before
+// (generate_image_embeds), or neither for a text-only query.
+typedef struct {
+    const image_rgb *rgb;
+    const float *embeds;  // (729, text dim), used instead of rgb when set
+} generate_image;
+
+// *out receives the finished request (skill_free it) even when a step failed
+// midway, so partial output is kept. image and stats may be NULL.
+ty_status generate_one(md_model *m, const tokenizer *tok, const generate_image *image, const skill_params *p,
                        skill_text_fn on_text, void *user, skill_request **out, generate_stats *stats, ty_err *err);
 
 // Vision tower + projection for one image: (729, text dim) embeddings, host f32.

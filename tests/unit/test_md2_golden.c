@@ -138,27 +138,35 @@ int main(void) {
               err.msg);
     CHECK(safetensors_init(&exp, TEST_DATA("golden/md2-tiny/expected.safetensors"), &err) == TY_OK);
     cJSON *expected = load_json(TEST_DATA("golden/md2-tiny/expected.json"));
-    cJSON *images = cJSON_GetObjectItem(load_json(TEST_DATA("golden/images.json")), "images");
+    cJSON *images_root = load_json(TEST_DATA("golden/images.json"));
+    cJSON *images = cJSON_GetObjectItem(images_root, "images");
     if (!m || !tok || !exp || !expected || !images) return test_report("test_md2_golden");
     int vocab = m->cfg.text.vocab_size, passed = 0, excused = 0;
     float *logits = malloc((size_t)vocab * sizeof(float));
+    float *embeds = malloc((size_t)MD_PATCHES * m->cfg.text.dim * sizeof(float));
+    char embeds_of[128] = "";
     const char *only = getenv("TYCHO_GOLDEN_CASE");  // run one case while debugging
     for (const cJSON *c = cJSON_GetObjectItem(expected, "cases")->child; c; c = c->next) {
         const char *id = cJSON_GetObjectItem(c, "id")->valuestring;
         if (only && strcmp(only, id)) continue;
         skill_params p;
         params_from_case(c, &p);
+        // Cases come grouped by image: embed each image once.
         const cJSON *img_name = cJSON_GetObjectItem(c, "image");
-        image_rgb rgb = {0};
-        if (cJSON_IsString(img_name)) {
+        if (cJSON_IsString(img_name) && strcmp(img_name->valuestring, embeds_of)) {
             char path[512];
             snprintf(path, sizeof path, TEST_DATA("golden/%s"),
                      cJSON_GetObjectItem(cJSON_GetObjectItem(images, img_name->valuestring), "file")->valuestring);
+            image_rgb rgb = {0};
             CHECK_MSG(image_load_file(&rgb, path, NULL, &err) == TY_OK, "%s: %s", id, err.msg);
+            CHECK_MSG(generate_image_embeds(m, &rgb, embeds, &err) == TY_OK, "%s: %s", id, err.msg);
+            snprintf(embeds_of, sizeof embeds_of, "%s", img_name->valuestring);
+            image_rgb_free(&rgb);
         }
         skill_request *r = NULL;
         generate_stats stats = {.first_logits = logits};
-        ty_status s = generate_one(m, tok, rgb.rgb ? &rgb : NULL, &p, NULL, NULL, &r, &stats, &err);
+        generate_image image = {.embeds = cJSON_IsString(img_name) ? embeds : NULL};
+        ty_status s = generate_one(m, tok, &image, &p, NULL, NULL, &r, &stats, &err);
         CHECK_MSG(s == TY_OK, "%s: %s", id, err.msg);
         char name[256], why[512] = "";
         snprintf(name, sizeof name, "%s.first_logits", id);
@@ -182,11 +190,12 @@ int main(void) {
         }
         fprintf(stderr, "%-36s %s  logits err %.2e\n", id, ok ? "ok" : "MISMATCH", e);
         skill_free(r);
-        image_rgb_free(&rgb);
     }
     fprintf(stderr, "%d cases identical, %d excused near ties\n", passed, excused);
     free(logits);
+    free(embeds);
     cJSON_Delete(expected);
+    cJSON_Delete(images_root);
     tokenizer_free(tok);
     md_model_free(m);
     safetensors_free(exp);

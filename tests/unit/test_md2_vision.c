@@ -33,7 +33,8 @@ int main(void) {
     uint8_t *json;
     size_t len;
     CHECK(file_read_all(TEST_DATA("golden/images.json"), 1 << 20, &json, &len, &err) == TY_OK);
-    cJSON *images = cJSON_GetObjectItem(cJSON_Parse((char *)json), "images");
+    cJSON *root = cJSON_Parse((char *)json);
+    cJSON *images = cJSON_GetObjectItem(root, "images");
     free(json);
     if (!m || !exp || !images) return test_report("test_md2_vision");
     int d = m->cfg.vision.enc_dim, dim = m->cfg.text.dim;
@@ -64,7 +65,7 @@ int main(void) {
         image_crops_free(&crops);
         image_rgb_free(&rgb);
     }
-    cJSON_Delete(images->prev ? NULL : NULL);
+    cJSON_Delete(root);
     md_model_free(m);
     safetensors_free(exp);
     be->ops->free(be);
