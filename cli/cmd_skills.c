@@ -16,6 +16,7 @@
 
 #include "backend/backend.h"
 #include "cli/cli.h"
+#include "core/json.h"
 #include "engine/generate.h"
 #include "io/hub.h"
 
@@ -162,8 +163,10 @@ static void print_json(const skill_args *a, const skill_request *r, const genera
                 cJSON_AddNumberToObject(e, "end_idx", sg->end_idx);
                 cJSON *pts = cJSON_AddArrayToObject(e, "points");
                 for (int k = 0; k < sg->n_points; k++) {
-                    double xy[2] = {sg->points[k][0], sg->points[k][1]};
-                    cJSON_AddItemToArray(pts, cJSON_CreateDoubleArray(xy, 2));
+                    cJSON *xy = cJSON_CreateArray();
+                    cJSON_AddItemToArray(xy, json_exact_number(sg->points[k][0]));
+                    cJSON_AddItemToArray(xy, json_exact_number(sg->points[k][1]));
+                    cJSON_AddItemToArray(pts, xy);
                 }
                 cJSON_AddItemToArray(g, e);
             }
@@ -176,13 +179,13 @@ static void print_json(const skill_args *a, const skill_request *r, const genera
             const skill_object *ob = skill_object_at(r, i);
             cJSON *e = cJSON_CreateObject();
             if (a->p.kind == SKILL_DETECT) {
-                cJSON_AddNumberToObject(e, "x_min", ob->x_min);
-                cJSON_AddNumberToObject(e, "y_min", ob->y_min);
-                cJSON_AddNumberToObject(e, "x_max", ob->x_max);
-                cJSON_AddNumberToObject(e, "y_max", ob->y_max);
+                cJSON_AddItemToObject(e, "x_min", json_exact_number(ob->x_min));
+                cJSON_AddItemToObject(e, "y_min", json_exact_number(ob->y_min));
+                cJSON_AddItemToObject(e, "x_max", json_exact_number(ob->x_max));
+                cJSON_AddItemToObject(e, "y_max", json_exact_number(ob->y_max));
             } else {
-                cJSON_AddNumberToObject(e, "x", ob->x);
-                cJSON_AddNumberToObject(e, "y", ob->y);
+                cJSON_AddItemToObject(e, "x", json_exact_number(ob->x));
+                cJSON_AddItemToObject(e, "y", json_exact_number(ob->y));
             }
             cJSON_AddItemToArray(list, e);
         }
