@@ -26,15 +26,6 @@ typedef struct {
     skill_params p;
 } skill_args;
 
-static int usage(const char *cmd) {
-    fprintf(stderr,
-            "usage: tycho caption --model M IMAGE [--length short|normal|long]\n"
-            "       tycho query --model M [IMAGE] --question TEXT [--reasoning] [--spatial-ref x,y[,x2,y2]]...\n"
-            "       tycho detect|point --model M IMAGE --object NAME [--max-objects N]\n"
-            "common: --max-tokens N --temperature T --top-p P --seed S --threads N --stream --json\n");
-    return 2;
-}
-
 static int parse_long(const char *s, long lo, long hi, long *out) {
     char *end;
     long v = strtol(s, &end, 10);
@@ -114,8 +105,8 @@ static int parse_args(int argc, char **argv, skill_args *a) {
             }
             bad = parse_ref(v, &a->p.refs[a->p.n_refs++]);
         } else {
-            fprintf(stderr, "tycho %s: unknown option %s\n", c, o);
-            return usage(c);
+            fprintf(stderr, "tycho %s: unknown option %s (tycho --help lists them)\n", c, o);
+            return 2;
         }
         if (bad) {
             fprintf(stderr, "tycho %s: invalid value '%s' for %s\n", c, v, o);

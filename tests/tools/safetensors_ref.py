@@ -5,7 +5,12 @@ oracle for `tycho inspect`. It prints the same JSON lines as `tycho inspect
 
   safetensors_ref.py dump FILE N            -> JSON lines, name order
   safetensors_ref.py shard FILE OUTDIR K    -> OUTDIR/model-0000i-of-0000K.safetensors + index
+  safetensors_ref.py drop FILE OUT NAME     -> OUT without tensor NAME
+  safetensors_ref.py random CONFIG OUTDIR key=value...
+                                            -> OUTDIR/config.json with the changes and a random bf16
+                                               Moondream 2 checkpoint of those widths (HF names)
 """
+import random as rnd
 import json
 import struct
 import sys
@@ -83,10 +88,78 @@ def shard(path, outdir, k):
         json.dump({"metadata": {"total_size": len(data)}, "weight_map": weight_map}, f)
 
 
+def drop(path, out, name):
+    header, data = read(path)
+    tensors = []
+    for n in sorted(k for k in header if k != "__metadata__" and k != name):
+        b, e = header[n]["data_offsets"]
+        tensors.append((n, {"dtype": header[n]["dtype"], "shape": header[n]["shape"]}, data[b:e]))
+    write(out, tensors)
+
+
+def md2_shapes(c):
+    """Tensor shapes of a Moondream 2 checkpoint for config c (moondream.md 3.1)."""
+    t, v, r = c["text"], c["vision"], c["region"]
+    d, vd, ff, vff = t["dim"], v["enc_dim"], t["ff_dim"], v["enc_ff_dim"]
+    s = {"vision.patch_emb.weight": [vd, 588], "vision.patch_emb.bias": [vd], "vision.pos_emb": [1, 729, vd],
+         "vision.post_ln.weight": [vd], "vision.post_ln.bias": [vd],
+         "vision.proj_mlp.fc1.weight": [v["proj_inner_dim"], 2 * vd], "vision.proj_mlp.fc1.bias": [v["proj_inner_dim"]],
+         "vision.proj_mlp.fc2.weight": [v["proj_out_dim"], v["proj_inner_dim"]],
+         "vision.proj_mlp.fc2.bias": [v["proj_out_dim"]],
+         "text.wte": [t["vocab_size"], d], "text.post_ln.weight": [d], "text.post_ln.bias": [d],
+         "text.lm_head.weight": [t["vocab_size"], d], "text.lm_head.bias": [t["vocab_size"]],
+         "region.coord_features": [1, r["coord_feat_dim"] // 2], "region.size_features": [2, r["size_feat_dim"] // 2],
+         "region.coord_encoder.weight": [d, r["coord_feat_dim"]], "region.coord_encoder.bias": [d],
+         "region.size_encoder.weight": [d, r["size_feat_dim"]], "region.size_encoder.bias": [d]}
+    for which, out in (("coord", r["coord_out_dim"]), ("size", r["size_out_dim"])):
+        s[f"region.{which}_decoder.fc1.weight"] = [r["inner_dim"], d]
+        s[f"region.{which}_decoder.fc1.bias"] = [r["inner_dim"]]
+        s[f"region.{which}_decoder.fc2.weight"] = [out, r["inner_dim"]]
+        s[f"region.{which}_decoder.fc2.bias"] = [out]
+    for i in range(v["enc_n_layers"]):
+        p = f"vision.blocks.{i}."
+        for ln in ("ln1", "ln2"):
+            s[p + ln + ".weight"] = [vd]; s[p + ln + ".bias"] = [vd]
+        for name, o, n in (("attn.qkv", 3 * vd, vd), ("attn.proj", vd, vd), ("mlp.fc1", vff, vd), ("mlp.fc2", vd, vff)):
+            s[p + name + ".weight"] = [o, n]; s[p + name + ".bias"] = [o]
+    for i in range(t["n_layers"]):
+        p = f"text.blocks.{i}."
+        s[p + "ln.weight"] = [d]; s[p + "ln.bias"] = [d]
+        for name, o, n in (("attn.qkv", 3 * d, d), ("attn.proj", d, d), ("mlp.fc1", ff, d), ("mlp.fc2", d, ff)):
+            s[p + name + ".weight"] = [o, n]; s[p + name + ".bias"] = [o]
+    return s
+
+
+def random_model(config_path, outdir, changes, seed=5):
+    full = json.load(open(config_path))
+    c = full.get("config", full)
+    for ch in changes:
+        key, value = ch.split("=")
+        sec, field = key.split(".")
+        c[sec][field] = int(value)
+    json.dump(full, open(outdir + "/config.json", "w"))
+    g = rnd.Random(seed)
+    tensors = []
+    for name, shape in sorted(md2_shapes(c).items()):
+        n = 1
+        for x in shape:
+            n *= x
+        fan_in = shape[-1] if len(shape) > 1 else 1
+        scale = 1.0 if name.endswith("ln.weight") or name.endswith("ln1.weight") or name.endswith("ln2.weight") else fan_in ** -0.5
+        vals = [g.gauss(0.0, 1.0) * scale for _ in range(n)]
+        raw = b"".join(struct.pack("<I", struct.unpack("<I", struct.pack("<f", x))[0])[2:] for x in vals)
+        tensors.append(("model." + name, {"dtype": "BF16", "shape": shape}, raw))
+    write(outdir + "/model.safetensors", tensors)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "dump":
         dump(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "shard":
         shard(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif sys.argv[1] == "drop":
+        drop(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "random":
+        random_model(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
         sys.exit("unknown command")
