@@ -136,20 +136,52 @@ def random_model(config_path, outdir, changes, seed=5):
     for ch in changes:
         key, value = ch.split("=")
         sec, field = key.split(".")
-        c[sec][field] = int(value)
+        c.setdefault(sec, {})[field] = int(value)
     json.dump(full, open(outdir + "/config.json", "w"))
     g = rnd.Random(seed)
+    shapes = sorted(md2_shapes(c).items())
+    total = sum(_numel(s) for _, s in shapes)
+    # Real-size checkpoints (billions of values) reuse slices of one random pool
+    # per fan-in: the values are meaningless either way, only the costs matter.
+    pools = {}
     tensors = []
-    for name, shape in sorted(md2_shapes(c).items()):
-        n = 1
-        for x in shape:
-            n *= x
+    for name, shape in shapes:
+        n = _numel(shape)
         fan_in = shape[-1] if len(shape) > 1 else 1
-        scale = 1.0 if name.endswith("ln.weight") or name.endswith("ln1.weight") or name.endswith("ln2.weight") else fan_in ** -0.5
-        vals = [g.gauss(0.0, 1.0) * scale for _ in range(n)]
-        raw = b"".join(struct.pack("<I", struct.unpack("<I", struct.pack("<f", x))[0])[2:] for x in vals)
+        scale = 1.0 if name.endswith(("ln.weight", "ln1.weight", "ln2.weight")) else fan_in ** -0.5
+        if total < 20_000_000:
+            raw = _bf16([g.gauss(0.0, 1.0) * scale for _ in range(n)])
+        else:
+            pool = pools.get(scale)
+            if pool is None:
+                pool = pools[scale] = _bf16([g.gauss(0.0, 1.0) * scale for _ in range(1 << 20)])
+            start = g.randrange(0, len(pool) // 2) * 2
+            reps = (2 * n + start) // len(pool) + 1
+            raw = (pool * reps)[start:start + 2 * n] if reps < 64 else _tile(pool, start, 2 * n)
         tensors.append(("model." + name, {"dtype": "BF16", "shape": shape}, raw))
     write(outdir + "/model.safetensors", tensors)
+
+
+def _numel(shape):
+    n = 1
+    for x in shape:
+        n *= x
+    return n
+
+
+def _bf16(vals):
+    return b"".join(struct.pack("<f", x)[2:] for x in vals)
+
+
+def _tile(pool, start, nbytes):
+    out = bytearray(nbytes)
+    at, src = 0, start
+    while at < nbytes:
+        k = min(len(pool) - src, nbytes - at)
+        out[at:at + k] = pool[src:src + k]
+        at += k
+        src = 0
+    return bytes(out)
 
 
 if __name__ == "__main__":
