@@ -99,6 +99,9 @@ struct ty_backend {
     const ty_backend_ops *ops;
 };
 
+// The CPU backend with its fastest kernels for this CPU; n_threads <= 0 uses every core.
 ty_status backend_cpu_init(ty_backend **out, int n_threads, ty_err *err);
+// The same with the portable C kernels only (the baseline SIMD kernels are tested against).
+ty_status backend_cpu_init_portable(ty_backend **out, int n_threads, ty_err *err);
 
 #endif

@@ -200,7 +200,7 @@ static ty_status load_model_options(tokenizer *t, const cJSON *model, ty_err *er
     j = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     if (!json_is_null(j) && !(cJSON_IsNumber(j) && j->valuedouble == 0.0))  // HF treats 0 as none
         return ty_err_set(err, TY_E_UNSUPPORTED, "model.dropout is not supported (it must be null)");
-    int byte_fallback;
+    int byte_fallback = 0;
     ty_status st;
     if ((st = json_bool(model, "byte_fallback", 0, &byte_fallback, "model", err)) ||
         (st = json_bool(model, "fuse_unk", 0, &t->fuse_unk, "model", err)) ||
@@ -332,7 +332,7 @@ static ty_status load_added(tokenizer *t, const cJSON *list, int32_t vocab_count
         if (!json_id(cJSON_GetObjectItemCaseSensitive(e, "id"), &id))
             return ty_err_set(err, TY_E_FORMAT, "%s.id must be an integer in [0, %d)", ctx, TOKENIZER_MAX_ID);
         tok_added a = {.id = id};
-        int sw, ls, rs, sp, nz;
+        int sw = 0, ls = 0, rs = 0, sp = 0, nz = 0;
         if ((st = json_bool(e, "single_word", 0, &sw, ctx, err)) || (st = json_bool(e, "lstrip", 0, &ls, ctx, err)) ||
             (st = json_bool(e, "rstrip", 0, &rs, ctx, err)) || (st = json_bool(e, "special", 0, &sp, ctx, err)) ||
             (st = json_bool(e, "normalized", !sp, &nz, ctx, err)))

@@ -87,15 +87,14 @@ static const ty_backend_ops cpu_ops = {
     .attention_dense = cpu_attention_dense,
 };
 
-ty_status backend_cpu_init(ty_backend **out, int n_threads, ty_err *err) {
+static ty_status init(ty_backend **out, int n_threads, int portable, ty_err *err) {
     *out = NULL;
     cpu_backend *c = calloc(1, sizeof *c);
     if (!c) return ty_err_set(err, TY_E_NOMEM, "out of memory");
     c->base.ops = &cpu_ops;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    c->has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (getenv("TYCHO_CPU_PORTABLE")) c->has_avx2 = 0;  // for testing the portable kernels
+    c->has_avx2 = !portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
     ty_status s = pool_init(&c->pool, n_threads, err);
     if (s != TY_OK) {
@@ -104,4 +103,10 @@ ty_status backend_cpu_init(ty_backend **out, int n_threads, ty_err *err) {
     }
     *out = &c->base;
     return TY_OK;
+}
+
+ty_status backend_cpu_init(ty_backend **out, int n_threads, ty_err *err) { return init(out, n_threads, 0, err); }
+
+ty_status backend_cpu_init_portable(ty_backend **out, int n_threads, ty_err *err) {
+    return init(out, n_threads, 1, err);
 }
