@@ -12,7 +12,7 @@
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/vec.h"
 
-enum { ROW_BLOCK = 64 };
+enum { ROW_BLOCK = 64, DIRECT_ROWS = 4 };
 
 void cpu_rope(ty_backend *be, ty_tensor x, int n_heads, int head_dim, int rot_dims, float theta,
               const ty_batch *batch) {
@@ -80,10 +80,32 @@ static const float *key_row(const attn_job *j, int g, int t, int kvh, int which_
     return cpu_row(which_v ? j->v : j->k, (int64_t)g * j->group_rows + t) + kvh * j->head_dim;
 }
 
+// Few query rows (decode): read key and value rows in place, no transposed copy
+// (gathering the keys would cost as much as the attention itself).
+static void attend_rows_direct(const attn_job *j, const attn_task *tk, int kvh, float *scores) {
+    int hd = j->head_dim;
+    for (int i = tk->row0; i < tk->row0 + tk->n_rows; i++) {
+        int r = j->rows[i], nv = j->visible[i];
+        const float *q = cpu_row(j->q, r) + tk->head * hd;
+        float *o = cpu_row(j->out, r) + tk->head * hd;
+        for (int t = 0; t < nv; t++) scores[t] = vec_dot(q, key_row(j, tk->group, t, kvh, 0), hd, j->avx2) * j->scale;
+        float sum = vec_exp_sum(scores, vec_max(scores, nv), nv, j->avx2);
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int t = 0; t < nv; t++) vec_axpy(o, scores[t] / sum, key_row(j, tk->group, t, kvh, 1), hd, j->avx2);
+    }
+}
+
 static void attend_task(void *ctx, int idx) {
     const attn_job *j = ctx;
     const attn_task *tk = &j->tasks[idx];
     int hd = j->head_dim, n = j->n_keys[tk->group], kvh = tk->head / j->kv_group;
+    if (tk->n_rows <= DIRECT_ROWS) {
+        float *scores = malloc((size_t)n * sizeof(float) + 64);
+        if (!scores) abort();
+        attend_rows_direct(j, tk, kvh, scores);
+        free(scores);
+        return;
+    }
     float *kt = malloc((size_t)(2 * hd + 1) * (size_t)n * sizeof(float) + 64);
     if (!kt) abort();
     float *vt = kt + (size_t)hd * n, *scores = vt + (size_t)hd * n;

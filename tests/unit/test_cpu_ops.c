@@ -1,0 +1,261 @@
+// CPU backend ops on fresh random inputs: the SIMD kernels against the
+// portable C kernels, and both against naive double-precision references
+// (matmul with bias and activations over bf16/f16/f32 weights and odd sizes,
+// the decode GEMV path, LayerNorm, RoPE, paged attention with a bidirectional
+// prefix over a scattered page table, dense grouped attention).
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/backend.h"
+#include "core/half.h"
+#include "test.h"
+
+static uint64_t rng_state;
+static float frand(void) {  // uniform in [-1, 1)
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) & 0xffffff) / (float)0x800000 - 1.0f;
+}
+
+static double max_rel(const float *a, const double *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += (a[i] - b[i]) * (a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static double gelu_tanh(double x) { return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+
+// Weights are stored as `dtype`; the reference uses the values the backend reads.
+static void check_matmul(ty_backend *be, const char *name, int n, int k, int m, ty_dtype dtype, ty_activation act) {
+    ty_err err;
+    size_t es = dtype_size(dtype);
+    uint8_t *w = malloc((size_t)m * k * es);
+    float *wf = malloc((size_t)m * k * sizeof(float)), *x = malloc((size_t)n * k * sizeof(float));
+    float bias[4096], y_host[1];
+    (void)y_host;
+    for (size_t i = 0; i < (size_t)m * k; i++) {
+        float v = frand() * 0.2f;
+        if (dtype == TY_DTYPE_BF16) {
+            uint16_t h = f32_to_bf16(v);
+            memcpy(w + i * 2, &h, 2);
+            wf[i] = bf16_to_f32(h);
+        } else if (dtype == TY_DTYPE_F16) {
+            // f16 via bf16-exact values that f16 also represents: small integers over 1024
+            float q = roundf(v * 1024) / 1024;
+            uint16_t s = q < 0 ? 0x8000 : 0, h;
+            float a = fabsf(q);
+            if (a == 0) h = s;
+            else {
+                int e;
+                float mnt = frexpf(a, &e);  // a = mnt * 2^e, mnt in [0.5, 1)
+                int ex = e - 1 + 15;
+                if (ex <= 0) h = s | (uint16_t)lrintf(a * 16777216.0f);  // subnormal: a / 2^-24
+                else h = s | (uint16_t)(ex << 10) | (uint16_t)lrintf((mnt * 2 - 1) * 1024);
+            }
+            memcpy(w + i * 2, &h, 2);
+            wf[i] = f16_to_f32(h);
+        } else {
+            memcpy(w + i * 4, &v, 4);
+            wf[i] = v;
+        }
+    }
+    for (int j = 0; j < m; j++) bias[j] = frand();
+    for (size_t i = 0; i < (size_t)n * k; i++) x[i] = frand();
+    ty_tensor tx, ty, tw, tb;
+    be->ops->alloc(be, &tx, TY_DTYPE_F32, n, k, &err);
+    be->ops->alloc(be, &ty, TY_DTYPE_F32, n, m, &err);
+    be->ops->weight(be, &tw, dtype, m, k, w, &err);
+    be->ops->weight(be, &tb, TY_DTYPE_F32, 1, m, bias, &err);
+    be->ops->write(be, tx, x);
+    be->ops->matmul(be, ty, tx, tw, &tb, act);
+    float *got = malloc((size_t)n * m * sizeof(float));
+    double *want = malloc((size_t)n * m * sizeof(double));
+    be->ops->read(be, ty, got);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < m; j++) {
+            double s = bias[j];
+            for (int p = 0; p < k; p++) s += (double)x[(size_t)i * k + p] * wf[(size_t)j * k + p];
+            want[(size_t)i * m + j] = act == TY_ACT_GELU_TANH ? gelu_tanh(s) : act == TY_ACT_GELU_ERF ? 0.5 * s * (1 + erf(s / sqrt(2))) : s;
+        }
+    double e = max_rel(got, want, (size_t)n * m);
+    CHECK_MSG(e < 2e-6, "%s matmul %s n=%d k=%d m=%d act=%d: rel err %.3g", be->ops->name, name, n, k, m, act, e);
+    be->ops->release(be, &tx);
+    be->ops->release(be, &ty);
+    free(w);
+    free(wf);
+    free(x);
+    free(got);
+    free(want);
+}
+
+static void check_layernorm_rope(ty_backend *be) {
+    ty_err err;
+    enum { N = 5, D = 96, H = 3, HD = 32 };
+    float x[N * D], g[D], b[D], got[N * D];
+    double want[N * D];
+    for (int i = 0; i < N * D; i++) x[i] = frand() * 3 + 1;
+    for (int i = 0; i < D; i++) g[i] = frand(), b[i] = frand();
+    ty_tensor tx, ty, tg, tb;
+    be->ops->alloc(be, &tx, TY_DTYPE_F32, N, D, &err);
+    be->ops->alloc(be, &ty, TY_DTYPE_F32, N, D, &err);
+    be->ops->weight(be, &tg, TY_DTYPE_F32, 1, D, g, &err);
+    be->ops->weight(be, &tb, TY_DTYPE_F32, 1, D, b, &err);
+    be->ops->write(be, tx, x);
+    be->ops->layernorm(be, ty, tx, tg, tb, 1e-5f);
+    be->ops->read(be, ty, got);
+    for (int r = 0; r < N; r++) {
+        double mu = 0, var = 0;
+        for (int i = 0; i < D; i++) mu += x[r * D + i];
+        mu /= D;
+        for (int i = 0; i < D; i++) var += (x[r * D + i] - mu) * (x[r * D + i] - mu);
+        var /= D;
+        for (int i = 0; i < D; i++) want[r * D + i] = (x[r * D + i] - mu) / sqrt(var + 1e-5) * g[i] + b[i];
+    }
+    CHECK_MSG(max_rel(got, want, N * D) < 1e-6, "%s layernorm", be->ops->name);
+    // RoPE over the first 32 dims of each 32-wide head, positions 0, 7, 100, 729, 2047.
+    int32_t pos[N] = {0, 7, 100, 729, 2047}, seq[N] = {0};
+    ty_batch batch = {.n_rows = N, .seq = seq, .pos = pos, .n_seqs = 1};
+    be->ops->rope(be, tx, H, HD, 32, 10000.0f, &batch);
+    be->ops->read(be, tx, got);
+    for (int r = 0; r < N; r++)
+        for (int h = 0; h < H; h++)
+            for (int j = 0; j < 16; j++) {
+                double ang = pos[r] * pow(10000.0, -2.0 * j / 32);
+                double a = x[r * D + h * HD + j], c = x[r * D + h * HD + j + 16];
+                want[r * D + h * HD + j] = a * cos(ang) - c * sin(ang);
+                want[r * D + h * HD + j + 16] = a * sin(ang) + c * cos(ang);
+            }
+    CHECK_MSG(max_rel(got, want, N * D) < 1e-5, "%s rope", be->ops->name);
+    be->ops->release(be, &tx);
+    be->ops->release(be, &ty);
+}
+
+// Two sequences in one batch: seq 0 prefills 9 rows with a 6-row bidirectional
+// prefix; seq 1 decodes one row at position 12 over keys written earlier.
+static void check_attention(ty_backend *be) {
+    ty_err err;
+    enum { H = 2, KVH = 1, HD = 16, PAGE = 4, PAGES = 8, W = KVH * HD };
+    int32_t pages0[3] = {5, 1, 6}, pages1[4] = {0, 7, 2, 3};
+    const int32_t *tables[2] = {pages0, pages1};
+    ty_kv_layer kv = {.page_size = PAGE};
+    be->ops->alloc(be, &kv.k, TY_DTYPE_F32, PAGES * PAGE, W, &err);
+    be->ops->alloc(be, &kv.v, TY_DTYPE_F32, PAGES * PAGE, W, &err);
+    // Seq 1 history: positions 0..11 written by an earlier step.
+    float hk[13][W], hv[13][W];
+    for (int p = 0; p < 13; p++)
+        for (int d = 0; d < W; d++) hk[p][d] = frand(), hv[p][d] = frand();
+    {
+        int32_t pos[12], seq[12];
+        for (int p = 0; p < 12; p++) pos[p] = p, seq[p] = 1;
+        int32_t prefix[2] = {6, 0}, kv_len[2] = {0, 12};
+        ty_batch b = {.n_rows = 12, .seq = seq, .pos = pos, .n_seqs = 2, .prefix = prefix, .kv_len = kv_len, .pages = tables};
+        ty_tensor tk, tv;
+        be->ops->alloc(be, &tk, TY_DTYPE_F32, 12, W, &err);
+        be->ops->alloc(be, &tv, TY_DTYPE_F32, 12, W, &err);
+        be->ops->write(be, tk, &hk[0][0]);
+        be->ops->write(be, tv, &hv[0][0]);
+        be->ops->kv_write(be, &kv, tk, tv, &b);
+        be->ops->release(be, &tk);
+        be->ops->release(be, &tv);
+    }
+    enum { R = 10 };
+    int32_t pos[R] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 12}, seq[R] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    int32_t prefix[2] = {6, 0}, kv_len[2] = {9, 13};
+    ty_batch b = {.n_rows = R, .seq = seq, .pos = pos, .n_seqs = 2, .prefix = prefix, .kv_len = kv_len, .pages = tables};
+    float q[R][H * HD], k[R][W], v[R][W], got[R][H * HD];
+    double want[R][H * HD];
+    for (int r = 0; r < R; r++) {
+        for (int d = 0; d < H * HD; d++) q[r][d] = frand();
+        for (int d = 0; d < W; d++) k[r][d] = frand(), v[r][d] = frand();
+    }
+    memcpy(hk[12], k[R - 1], sizeof hk[12]);
+    memcpy(hv[12], v[R - 1], sizeof hv[12]);
+    ty_tensor tq, tk, tv, to;
+    be->ops->alloc(be, &tq, TY_DTYPE_F32, R, H * HD, &err);
+    be->ops->alloc(be, &tk, TY_DTYPE_F32, R, W, &err);
+    be->ops->alloc(be, &tv, TY_DTYPE_F32, R, W, &err);
+    be->ops->alloc(be, &to, TY_DTYPE_F32, R, H * HD, &err);
+    be->ops->write(be, tq, &q[0][0]);
+    be->ops->write(be, tk, &k[0][0]);
+    be->ops->write(be, tv, &v[0][0]);
+    be->ops->kv_write(be, &kv, tk, tv, &b);
+    be->ops->attention(be, to, tq, &kv, H, KVH, HD, 0.25f, &b);
+    be->ops->read(be, to, &got[0][0]);
+    for (int r = 0; r < R; r++) {
+        int s = seq[r], p = pos[r];
+        int visible = s == 0 ? (p < 6 ? 6 : p + 1) : p + 1;
+        for (int h = 0; h < H; h++) {
+            double sc[16], mx = -1e300, sum = 0;
+            for (int t = 0; t < visible; t++) {
+                const float *kt = s == 0 ? k[t] : hk[t];
+                double d = 0;
+                for (int i = 0; i < HD; i++) d += (double)q[r][h * HD + i] * kt[i];
+                sc[t] = d * 0.25;
+                mx = sc[t] > mx ? sc[t] : mx;
+            }
+            for (int t = 0; t < visible; t++) sum += sc[t] = exp(sc[t] - mx);
+            for (int i = 0; i < HD; i++) {
+                double o = 0;
+                for (int t = 0; t < visible; t++) o += sc[t] / sum * (s == 0 ? v[t] : hv[t])[i];
+                want[r][h * HD + i] = o;
+            }
+        }
+    }
+    CHECK_MSG(max_rel(&got[0][0], &want[0][0], R * H * HD) < 1e-6, "%s paged attention", be->ops->name);
+    // Dense grouped attention: two groups of 5 rows, full attention within each.
+    be->ops->attention_dense(be, to, tq, tk, tv, 1, HD, 0.25f, 5);
+    be->ops->read(be, to, &got[0][0]);
+    for (int r = 0; r < R; r++) {
+        int g0 = r / 5 * 5;
+        double sc[5], mx = -1e300, sum = 0;
+        for (int t = 0; t < 5; t++) {
+            double d = 0;
+            for (int i = 0; i < HD; i++) d += (double)q[r][i] * k[g0 + t][i];
+            sc[t] = d * 0.25;
+            mx = sc[t] > mx ? sc[t] : mx;
+        }
+        for (int t = 0; t < 5; t++) sum += sc[t] = exp(sc[t] - mx);
+        for (int i = 0; i < HD; i++) {
+            double o = 0;
+            for (int t = 0; t < 5; t++) o += sc[t] / sum * v[g0 + t][i];
+            CHECK_MSG(fabs(got[r][i] - o) < 1e-5, "%s dense attention row %d", be->ops->name, r);
+        }
+    }
+    be->ops->release(be, &tq);
+    be->ops->release(be, &tk);
+    be->ops->release(be, &tv);
+    be->ops->release(be, &to);
+    be->ops->release(be, &kv.k);
+    be->ops->release(be, &kv.v);
+}
+
+int main(void) {
+    rng_state = (uint64_t)time(NULL);  // fresh inputs every run
+    fprintf(stderr, "seed %llu\n", (unsigned long long)rng_state);
+    ty_err err;
+    ty_backend *fast, *portable;
+    CHECK(backend_cpu_init(&fast, 3, &err) == TY_OK);
+    CHECK(backend_cpu_init_portable(&portable, 2, &err) == TY_OK);
+    ty_backend *bes[2] = {fast, portable};
+    for (int i = 0; i < 2; i++) {
+        ty_backend *be = bes[i];
+        check_matmul(be, "bf16", 7, 37, 19, TY_DTYPE_BF16, TY_ACT_NONE);
+        check_matmul(be, "bf16 gelu", 13, 64, 40, TY_DTYPE_BF16, TY_ACT_GELU_TANH);
+        check_matmul(be, "bf16 gemv", 1, 100, 33, TY_DTYPE_BF16, TY_ACT_NONE);
+        check_matmul(be, "bf16 gemv erf", 1, 2048, 70, TY_DTYPE_BF16, TY_ACT_GELU_ERF);
+        check_matmul(be, "f16", 5, 48, 17, TY_DTYPE_F16, TY_ACT_NONE);
+        check_matmul(be, "f32", 4, 9, 3, TY_DTYPE_F32, TY_ACT_GELU_TANH);
+        check_matmul(be, "f32 gemv", 1, 300, 65, TY_DTYPE_F32, TY_ACT_NONE);
+        check_matmul(be, "large", 70, 333, 130, TY_DTYPE_BF16, TY_ACT_NONE);
+        check_layernorm_rope(be);
+        check_attention(be);
+    }
+    fast->ops->free(fast);
+    portable->ops->free(portable);
+    return test_report("test_cpu_ops");
+}
