@@ -6,6 +6,8 @@ oracle for `tycho inspect`. It prints the same JSON lines as `tycho inspect
   safetensors_ref.py dump FILE N            -> JSON lines, name order
   safetensors_ref.py shard FILE OUTDIR K    -> OUTDIR/model-0000i-of-0000K.safetensors + index
   safetensors_ref.py drop FILE OUT NAME     -> OUT without tensor NAME
+  safetensors_ref.py legacy FILE OUT        -> OUT with the legacy training-checkpoint names
+                                               (moondream.md 3.2, "._orig_mod" in some, features transposed)
   safetensors_ref.py random CONFIG OUTDIR key=value...
                                             -> OUTDIR/config.json with the changes and a random bf16
                                                Moondream 2 checkpoint of those widths (HF names)
@@ -94,6 +96,56 @@ def drop(path, out, name):
     for n in sorted(k for k in header if k != "__metadata__" and k != name):
         b, e = header[n]["data_offsets"]
         tensors.append((n, {"dtype": header[n]["dtype"], "shape": header[n]["shape"]}, data[b:e]))
+    write(out, tensors)
+
+
+LEGACY = [  # canonical prefix -> legacy prefix, first match wins ("{i}" = layer)
+    ("vision.patch_emb.", "vision_encoder.encoder.model.visual.patch_embed.linear."),
+    ("vision.pos_emb", "vision_encoder.encoder.model.visual.pos_embed"),
+    ("vision.post_ln.", "vision_encoder._orig_mod.encoder.model.visual.norm."),
+    ("vision.proj_mlp.", "vision_encoder.projection.mlp."),
+    ("vision.blocks.{i}.ln1.", "vision_encoder.encoder.model.visual.blocks.{i}.norm1."),
+    ("vision.blocks.{i}.ln2.", "vision_encoder.encoder.model.visual.blocks.{i}.norm2."),
+    ("vision.blocks.{i}.", "vision_encoder.encoder.model.visual.blocks.{i}."),
+    ("text.wte", "text_model.transformer.embd.wte.weight"),
+    ("text.blocks.{i}.attn.qkv.", "text_model._orig_mod.transformer.h.{i}.mixer.Wqkv."),
+    ("text.blocks.{i}.attn.proj.", "text_model.transformer.h.{i}.mixer.out_proj."),
+    ("text.blocks.{i}.", "text_model.transformer.h.{i}."),
+    ("text.post_ln.", "text_model.lm_head.ln."),
+    ("text.lm_head.", "text_model.lm_head.linear."),
+    ("region.coord_features", "region_model.coordinate_features.weight"),
+    ("region.size_features", "region_model.size_features.weight"),
+    ("region.coord_encoder.", "region_model.coordinate_encoder."),
+    ("region.coord_decoder.", "region_model.coordinate_decoder."),
+    ("region.", "region_model."),
+]
+
+
+def legacy_name(canonical):
+    import re
+    for pat, leg in LEGACY:
+        rx = "^" + re.escape(pat).replace(re.escape("{i}"), "([0-9]+)")
+        m = re.match(rx, canonical)
+        if m:
+            out = leg.replace("{i}", m.group(1)) if m.groups() else leg
+            return out + canonical[m.end():]
+    raise ValueError(canonical)
+
+
+def legacy(path, out):
+    header, data = read(path)
+    tensors = []
+    for n in sorted(k for k in header if k != "__metadata__"):
+        info = header[n]
+        b, e = info["data_offsets"]
+        raw, shape = data[b:e], list(info["shape"])
+        canonical = n[len("model."):] if n.startswith("model.") else n
+        if canonical in ("region.coord_features", "region.size_features"):
+            rows, cols = shape
+            es = SIZES[info["dtype"]]
+            raw = b"".join(raw[(r * cols + c) * es:(r * cols + c + 1) * es] for c in range(cols) for r in range(rows))
+            shape = [cols, rows]
+        tensors.append((legacy_name(canonical), {"dtype": info["dtype"], "shape": shape}, raw))
     write(out, tensors)
 
 
@@ -191,6 +243,8 @@ if __name__ == "__main__":
         shard(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif sys.argv[1] == "drop":
         drop(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "legacy":
+        legacy(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "random":
         random_model(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
