@@ -2,8 +2,8 @@
 //
 //   tycho caption --model M IMAGE [--length short|normal|long]
 //   tycho query   --model M [IMAGE] --question TEXT [--reasoning] [--spatial-ref x,y | x1,y1,x2,y2 ...]
-//   tycho detect  --model M IMAGE --object NAME [--max-objects N]
-//   tycho point   --model M IMAGE --object NAME [--max-objects N]
+//   tycho detect  --model M IMAGE --object NAME [--max-objects N] [--draw OUT.png]
+//   tycho point   --model M IMAGE --object NAME [--max-objects N] [--draw OUT.png]
 //   common: --max-tokens N --temperature T --top-p P --seed S --threads N --stream --json
 //
 // Plain output is the text (or one object per line); --json prints the
@@ -19,9 +19,10 @@
 #include "core/json.h"
 #include "engine/generate.h"
 #include "io/hub.h"
+#include "io/image_draw.h"
 
 typedef struct {
-    const char *cmd, *model, *image;
+    const char *cmd, *model, *image, *draw;
     int threads, stream, json;
     skill_params p;
 } skill_args;
@@ -85,6 +86,7 @@ static int parse_args(int argc, char **argv, skill_args *a) {
         }
         i++;
         if (!strcmp(o, "--model")) a->model = v;
+        else if (!strcmp(o, "--draw") && (a->p.kind == SKILL_DETECT || a->p.kind == SKILL_POINT)) a->draw = v;
         else if (!strcmp(o, "--question")) a->p.question = v;
         else if (!strcmp(o, "--object")) a->p.object = v;
         else if (!strcmp(o, "--length")) {
@@ -211,6 +213,31 @@ static void print_plain(const skill_args *a, const skill_request *r) {
     putchar('\n');
 }
 
+// Writes the image with the request's boxes or points drawn on it.
+static ty_status draw_result(const skill_args *a, image_rgb *img, const skill_request *r, ty_err *err) {
+    int n = skill_object_count(r);
+    double(*v)[4] = calloc((size_t)(n ? n : 1), sizeof *v);
+    if (!v) return ty_err_set(err, TY_E_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const skill_object *o = skill_object_at(r, i);
+        if (a->p.kind == SKILL_DETECT) {
+            v[i][0] = o->x_min, v[i][1] = o->y_min, v[i][2] = o->x_max, v[i][3] = o->y_max;
+        } else {
+            v[i][0] = o->x, v[i][1] = o->y;
+        }
+    }
+    if (a->p.kind == SKILL_DETECT) {
+        image_draw_boxes(img, (const double(*)[4])v, n);
+    } else {
+        double(*pts)[2] = calloc((size_t)(n ? n : 1), sizeof *pts);
+        for (int i = 0; pts && i < n; i++) pts[i][0] = v[i][0], pts[i][1] = v[i][1];
+        if (pts) image_draw_points(img, (const double(*)[2])pts, n);
+        free(pts);
+    }
+    free(v);
+    return image_write_png(img, a->draw, err);
+}
+
 static int run_skill(int argc, char **argv, skill_kind kind) {
     skill_args a = {.cmd = argv[0]};
     skill_params_default(&a.p, kind);
@@ -233,6 +260,7 @@ static int run_skill(int argc, char **argv, skill_kind kind) {
     int streaming = a.stream && !a.json && (kind == SKILL_CAPTION || kind == SKILL_QUERY) && !a.p.reasoning;
     if (s == TY_OK)
         s = generate_one(m, tok, &(generate_image){.rgb = a.image ? &img : NULL}, &a.p, streaming ? print_chunk : NULL, NULL, &r, &st, &err);
+    if (s == TY_OK && a.draw) s = draw_result(&a, &img, r, &err);
     if (s == TY_OK) {
         if (a.json)
             print_json(&a, r, &st);

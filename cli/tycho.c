@@ -10,8 +10,8 @@ static const struct {
 } commands[] = {
     {"caption", cmd_caption, "caption --model M IMAGE [--length short|normal|long]"},
     {"query", cmd_query, "query --model M [IMAGE] --question TEXT [--reasoning] [--spatial-ref x,y[,x2,y2]]"},
-    {"detect", cmd_detect, "detect --model M IMAGE --object NAME [--max-objects N]"},
-    {"point", cmd_point, "point --model M IMAGE --object NAME [--max-objects N]"},
+    {"detect", cmd_detect, "detect --model M IMAGE --object NAME [--max-objects N] [--draw OUT.png]"},
+    {"point", cmd_point, "point --model M IMAGE --object NAME [--max-objects N] [--draw OUT.png]"},
     {"tokenize", cmd_tokenize, "tokenize --tokenizer FILE.json   JSON lines {\"text\"} on stdin -> {\"ids\",\"decoded\"}"},
     {"preprocess", cmd_preprocess, "preprocess IMAGE --out DIR        tiling and crops of an image"},
     {"inspect", cmd_inspect, "inspect MODEL [--values N]        list the tensors of a safetensors checkpoint"},

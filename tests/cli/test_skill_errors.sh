@@ -73,4 +73,12 @@ $ref random "$model/config.json" "$tmp/other" text.dim=96 text.n_heads=3 text.n_
 python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['finish_reason'] in ('stop','length'), r" "$tmp/out"
 "$tycho" detect --model "$tmp/other" "$img" --object thing --max-objects 2 --json >"$tmp/out"
 python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert len(r['objects']) <= 2, r" "$tmp/out"
-echo "skill errors: all checks passed"
+
+# --draw writes a PNG tycho can read back (and only detect/point take it).
+"$tycho" detect --model "$model" "$img" --object x --max-objects 2 --draw "$tmp/boxes.png" >/dev/null
+"$tycho" point --model "$model" "$img" --object x --max-objects 2 --draw "$tmp/points.png" >/dev/null
+"$tycho" preprocess "$tmp/boxes.png" --out "$tmp/pp" >/dev/null
+"$tycho" preprocess "$tmp/points.png" --out "$tmp/pp" >/dev/null
+expect_fail "unknown option --draw" caption --model "$model" "$img" --draw "$tmp/x.png"
+expect_fail "cannot write" detect --model "$model" "$img" --object x --draw /nonexistent/dir/x.png
+echo "skill errors and --draw: all checks passed"
