@@ -1,5 +1,6 @@
-// GEMM / GEMV throughput of the CPU backend at Moondream 2's real shapes, the
-// current kernels against the portable C kernels measured in the same run.
+// GEMM / GEMV throughput of the CPU backend at Moondream 2's real shapes: the
+// best kernels of this CPU and the AVX2 kernels against the portable C kernels,
+// all measured in the same run.
 // usage: bench_gemm [threads]     prints median GFLOP/s (and GB/s of weights)
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -50,8 +51,9 @@ static double time_matmul(ty_backend *be, int n, int k, int m, const uint16_t *w
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 0;
     ty_err err;
-    ty_backend *fast, *portable;
-    if (backend_cpu_init(&fast, threads, &err) || backend_cpu_init_portable(&portable, threads, &err)) {
+    ty_backend *fast, *avx2, *portable;
+    if (backend_cpu_init(&fast, threads, &err) || backend_cpu_init_simd(&avx2, threads, TY_CPU_AVX2, &err) ||
+        backend_cpu_init_simd(&portable, threads, TY_CPU_PORTABLE, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
@@ -63,24 +65,24 @@ int main(int argc, char **argv) {
         {"text fc1, 735-token prefill", 735, 2048, 8192}, {"text fc1, decode (GEMV)", 1, 2048, 8192},
         {"lm_head, decode (GEMV)", 1, 2048, 51200},
     };
-    printf("%-30s %8s %8s %8s | %10s %10s %7s\n", "shape", "n", "k", "m", "tycho", "portable", "ratio");
+    printf("best kernels: family %d (0 portable, 1 AVX2, 2 AVX-512)\n", backend_cpu_simd(fast));
+    printf("%-30s %5s %5s %6s | %12s %12s %12s %7s\n", "shape", "n", "k", "m", "best", "avx2", "portable", "ratio");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         int n = shapes[i].n, k = shapes[i].k, m = shapes[i].m;
         uint16_t *w = malloc((size_t)m * k * 2), *b = malloc((size_t)m * 2);
         for (size_t j = 0; j < (size_t)m * k; j++) w[j] = f32_to_bf16((float)((j * 40503u) % 2000) / 40000.0f - 0.025f);
         for (int j = 0; j < m; j++) b[j] = f32_to_bf16(0.01f * (j % 7));
-        double tf = time_matmul(fast, n, k, m, w, b), tp = time_matmul(portable, n, k, m, w, b);
-        double flop = 2.0 * n * k * m;
-        if (n == 1)
-            printf("%-30s %8d %8d %8d | %7.1f GB/s %7.1f GB/s %6.2fx\n", shapes[i].what, n, k, m,
-                   m * k * 2 / tf / 1e9, m * k * 2 / tp / 1e9, tp / tf);
-        else
-            printf("%-30s %8d %8d %8d | %6.1f GF/s %6.1f GF/s %6.2fx\n", shapes[i].what, n, k, m, flop / tf / 1e9,
-                   flop / tp / 1e9, tp / tf);
+        double tf = time_matmul(fast, n, k, m, w, b), ta = time_matmul(avx2, n, k, m, w, b);
+        double tp = time_matmul(portable, n, k, m, w, b);
+        double work = n == 1 ? (double)m * k * 2 : 2.0 * n * k * m;  // weight bytes (GEMV) or flops
+        const char *unit = n == 1 ? "GB/s" : "GF/s";
+        printf("%-30s %5d %5d %6d | %7.1f %s %7.1f %s %7.1f %s %6.2fx\n", shapes[i].what, n, k, m, work / tf / 1e9,
+               unit, work / ta / 1e9, unit, work / tp / 1e9, unit, tp / tf);
         free(w);
         free(b);
     }
     fast->ops->free(fast);
+    avx2->ops->free(avx2);
     portable->ops->free(portable);
     return 0;
 }

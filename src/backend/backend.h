@@ -99,9 +99,14 @@ struct ty_backend {
     const ty_backend_ops *ops;
 };
 
+// CPU kernel families, each used only when the CPU has the instructions.
+typedef enum { TY_CPU_PORTABLE, TY_CPU_AVX2, TY_CPU_AVX512 } ty_cpu_simd;
+
 // The CPU backend with its fastest kernels for this CPU; n_threads <= 0 uses every core.
 ty_status backend_cpu_init(ty_backend **out, int n_threads, ty_err *err);
-// The same with the portable C kernels only (the baseline SIMD kernels are tested against).
-ty_status backend_cpu_init_portable(ty_backend **out, int n_threads, ty_err *err);
+// The same with kernels up to max_simd (tests and benchmarks compare the families).
+ty_status backend_cpu_init_simd(ty_backend **out, int n_threads, ty_cpu_simd max_simd, ty_err *err);
+// The kernel family a CPU backend runs.
+ty_cpu_simd backend_cpu_simd(const ty_backend *be);
 
 #endif

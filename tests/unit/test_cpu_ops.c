@@ -83,7 +83,7 @@ static void check_matmul(ty_backend *be, const char *name, int n, int k, int m, 
             want[(size_t)i * m + j] = act == TY_ACT_GELU_TANH ? gelu_tanh(s) : act == TY_ACT_GELU_ERF ? 0.5 * s * (1 + erf(s / sqrt(2))) : s;
         }
     double e = max_rel(got, want, (size_t)n * m);
-    CHECK_MSG(e < 2e-6, "%s matmul %s n=%d k=%d m=%d act=%d: rel err %.3g", be->ops->name, name, n, k, m, act, e);
+    CHECK_MSG(e < 2e-6, "simd %d matmul %s n=%d k=%d m=%d act=%d: rel err %.3g", backend_cpu_simd(be), name, n, k, m, act, e);
     be->ops->release(be, &tx);
     be->ops->release(be, &ty);
     free(w);
@@ -238,11 +238,13 @@ int main(void) {
     rng_state = (uint64_t)time(NULL);  // fresh inputs every run
     fprintf(stderr, "seed %llu\n", (unsigned long long)rng_state);
     ty_err err;
-    ty_backend *fast, *portable;
-    CHECK(backend_cpu_init(&fast, 3, &err) == TY_OK);
-    CHECK(backend_cpu_init_portable(&portable, 2, &err) == TY_OK);
-    ty_backend *bes[2] = {fast, portable};
-    for (int i = 0; i < 2; i++) {
+    // Every kernel family this CPU has, each against the same references.
+    ty_backend *bes[3];
+    for (int i = 0; i < 3; i++) {
+        CHECK(backend_cpu_init_simd(&bes[i], 2 + i % 2, (ty_cpu_simd)i, &err) == TY_OK);
+        fprintf(stderr, "backend %d runs kernel family %d\n", i, backend_cpu_simd(bes[i]));
+    }
+    for (int i = 0; i < 3; i++) {
         ty_backend *be = bes[i];
         check_matmul(be, "bf16", 7, 37, 19, TY_DTYPE_BF16, TY_ACT_NONE);
         check_matmul(be, "bf16 gelu", 13, 64, 40, TY_DTYPE_BF16, TY_ACT_GELU_TANH);
@@ -255,7 +257,6 @@ int main(void) {
         check_layernorm_rope(be);
         check_attention(be);
     }
-    fast->ops->free(fast);
-    portable->ops->free(portable);
+    for (int i = 0; i < 3; i++) bes[i]->ops->free(bes[i]);
     return test_report("test_cpu_ops");
 }

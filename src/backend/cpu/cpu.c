@@ -87,14 +87,17 @@ static const ty_backend_ops cpu_ops = {
     .attention_dense = cpu_attention_dense,
 };
 
-static ty_status init(ty_backend **out, int n_threads, int portable, ty_err *err) {
+ty_status backend_cpu_init_simd(ty_backend **out, int n_threads, ty_cpu_simd max_simd, ty_err *err) {
     *out = NULL;
     cpu_backend *c = calloc(1, sizeof *c);
     if (!c) return ty_err_set(err, TY_E_NOMEM, "out of memory");
     c->base.ops = &cpu_ops;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    c->has_avx2 = !portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    ty_cpu_simd best = TY_CPU_PORTABLE;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = TY_CPU_AVX2;
+    if (best == TY_CPU_AVX2 && __builtin_cpu_supports("avx512f")) best = TY_CPU_AVX512;
+    c->simd = best < max_simd ? best : max_simd;
 #endif
     ty_status s = pool_init(&c->pool, n_threads, err);
     if (s != TY_OK) {
@@ -105,8 +108,8 @@ static ty_status init(ty_backend **out, int n_threads, int portable, ty_err *err
     return TY_OK;
 }
 
-ty_status backend_cpu_init(ty_backend **out, int n_threads, ty_err *err) { return init(out, n_threads, 0, err); }
-
-ty_status backend_cpu_init_portable(ty_backend **out, int n_threads, ty_err *err) {
-    return init(out, n_threads, 1, err);
+ty_status backend_cpu_init(ty_backend **out, int n_threads, ty_err *err) {
+    return backend_cpu_init_simd(out, n_threads, TY_CPU_AVX512, err);
 }
+
+ty_cpu_simd backend_cpu_simd(const ty_backend *be) { return ((const cpu_backend *)be)->simd; }

@@ -9,7 +9,7 @@
 typedef struct {
     ty_backend base;
     pool *pool;
-    int has_avx2;  // AVX2 + FMA kernels usable on this CPU
+    ty_cpu_simd simd;  // the kernel family in use (never above what the CPU has)
 } cpu_backend;
 
 static inline cpu_backend *cpu_of(ty_backend *be) { return (cpu_backend *)be; }

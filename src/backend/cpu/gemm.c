@@ -1,4 +1,5 @@
 // y = act(x · wᵀ + bias): x (n, k) f32, w (m, k) bf16/f16/f32 read in place.
+// Kernel families: portable C, AVX2+FMA, AVX-512 (chosen at backend init).
 //
 // Work is split over panels of PANEL weight rows. A panel is converted to f32
 // once (when n > 1) and reused for every row of x; a 4x4 block of dot
@@ -21,7 +22,7 @@ typedef struct {
     ty_tensor y, x, w;
     const ty_tensor *bias;
     ty_activation act;
-    int avx2;
+    ty_cpu_simd simd;
 } gemm_job;
 
 static float dot_portable(const float *a, const float *b, int64_t k) {
@@ -102,6 +103,56 @@ __attribute__((target("avx2,fma"))) static float dot_bf16_avx2(const float *x, c
     for (; p < k; p++) t += x[p] * bf16_to_f32(w[p]);
     return t;
 }
+
+// AVX-512: the same blocking with 16 lanes; masked loads handle the k tail.
+#define AVX512 __attribute__((target("avx512f")))
+
+AVX512 static void block4x4_avx512(float *out, const float *const *x, const float *const *w, int64_t k) {
+    __m512 acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < k; p += 16) {
+        __mmask16 m = k - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - p)) - 1);
+        __m512 wv[4];
+        for (int j = 0; j < 4; j++) wv[j] = _mm512_maskz_loadu_ps(m, w[j] + p);
+        for (int i = 0; i < 4; i++) {
+            __m512 xv = _mm512_maskz_loadu_ps(m, x[i] + p);
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) out[i * 4 + j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+AVX512 static void block_avx512(float *out, const float *const *x, int ni, const float *const *w, int nj, int64_t k) {
+    if (ni == 4 && nj == 4) {
+        block4x4_avx512(out, x, w, k);
+        return;
+    }
+    for (int i = 0; i < ni; i++)
+        for (int j = 0; j < nj; j++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t p = 0; p < k; p += 16) {
+                __mmask16 m = k - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - p)) - 1);
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x[i] + p), _mm512_maskz_loadu_ps(m, w[j] + p), acc);
+            }
+            out[i * 4 + j] = _mm512_reduce_add_ps(acc);
+        }
+}
+
+AVX512 static float dot_bf16_avx512(const float *x, const uint16_t *w, int64_t k) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t p = 0;
+    for (; p + 32 <= k; p += 32) {
+        __m512i w0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + p)));
+        __m512i w1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + p + 16)));
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p), _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p + 16), _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)), a1);
+    }
+    float t = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    for (; p < k; p++) t += x[p] * bf16_to_f32(w[p]);
+    return t;
+}
 #endif
 
 static float apply_act(float v, ty_activation act) {
@@ -124,11 +175,14 @@ static void gemm_panel(void *ctx, int panel) {
     if (g->bias) cpu_convert_row(bias, (const char *)g->bias->data + (size_t)j0 * dtype_size(g->bias->dtype),
                                  g->bias->dtype, nj);
 #ifdef TY_X86
-    if (n == 1 && g->avx2 && g->w.dtype == TY_DTYPE_BF16) {
+    if (n == 1 && g->simd >= TY_CPU_AVX2 && g->w.dtype == TY_DTYPE_BF16) {
         const float *x = cpu_row(g->x, 0);
         float *y = cpu_row(g->y, 0);
-        for (int64_t j = 0; j < nj; j++)
-            y[j0 + j] = apply_act(dot_bf16_avx2(x, weight_row(g->w, j0 + j), k) + bias[j], g->act);
+        for (int64_t j = 0; j < nj; j++) {
+            const uint16_t *w = weight_row(g->w, j0 + j);
+            float d = g->simd >= TY_CPU_AVX512 ? dot_bf16_avx512(x, w, k) : dot_bf16_avx2(x, w, k);
+            y[j0 + j] = apply_act(d + bias[j], g->act);
+        }
         return;
     }
 #endif
@@ -153,7 +207,9 @@ static void gemm_panel(void *ctx, int panel) {
         for (int64_t jb = 0; jb < nj; jb += 4) {
             int nb = nj - jb < 4 ? (int)(nj - jb) : 4;
 #ifdef TY_X86
-            if (g->avx2)
+            if (g->simd >= TY_CPU_AVX512)
+                block_avx512(out, xrows, ni, wrows + jb, nb, k);
+            else if (g->simd >= TY_CPU_AVX2)
                 block_avx2(out, xrows, ni, wrows + jb, nb, k);
             else
 #endif
@@ -169,7 +225,7 @@ static void gemm_panel(void *ctx, int panel) {
 
 void cpu_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act) {
     cpu_backend *c = cpu_of(be);
-    gemm_job g = {y, x, w, bias, act, c->has_avx2};
+    gemm_job g = {y, x, w, bias, act, c->simd};
     int n_panels = (int)((w.rows + PANEL - 1) / PANEL);
     pool_run(c->pool, n_panels, gemm_panel, &g);
 }
