@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, golden-parity and CLI tests (ctest) in a release
-# build and again under AddressSanitizer + UndefinedBehaviorSanitizer, then
-# every libFuzzer target for a bounded time. FUZZ_SECONDS sets that time.
+# build and again under AddressSanitizer + UndefinedBehaviorSanitizer, the CPU
+# op tests built for arm64 under qemu, then every libFuzzer target for a
+# bounded time. FUZZ_SECONDS sets that time.
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install-deps.sh
@@ -21,6 +22,9 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTYCHO_SANITIZE=ON >
 cmake --build build-asan -j"$jobs" >/dev/null
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j"$jobs"
+
+echo "== arm64: NEON and portable kernels under qemu"
+scripts/test-arm64.sh
 
 echo "== fuzzing (${fuzz_seconds}s per target)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DTYCHO_FUZZ=ON -DTYCHO_SANITIZE=ON >/dev/null

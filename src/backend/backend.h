@@ -100,9 +100,11 @@ struct ty_backend {
 };
 
 // CPU kernel families, each used only when the CPU has the instructions.
-typedef enum { TY_CPU_PORTABLE, TY_CPU_AVX2, TY_CPU_AVX512 } ty_cpu_simd;
+// On x86 the families are ordered (each implies the one before); NEON is arm64's.
+typedef enum { TY_CPU_PORTABLE, TY_CPU_AVX2, TY_CPU_AVX512, TY_CPU_NEON } ty_cpu_simd;
 
 // The CPU backend with its fastest kernels for this CPU; n_threads <= 0 uses every core.
+// max_simd TY_CPU_PORTABLE forces the portable C kernels anywhere.
 ty_status backend_cpu_init(ty_backend **out, int n_threads, ty_err *err);
 // The same with kernels up to max_simd (tests and benchmarks compare the families).
 ty_status backend_cpu_init_simd(ty_backend **out, int n_threads, ty_cpu_simd max_simd, ty_err *err);

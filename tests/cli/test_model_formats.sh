@@ -27,7 +27,9 @@ cp "$model/config.json" "$tmp/sharded/"
 cp "$model/config.json" "$tmp/legacy/"
 $ref shard "$model/model.safetensors" "$tmp/sharded" 3
 $ref legacy "$model/model.safetensors" "$tmp/legacy/model.safetensors"
-"$tycho" inspect "$tmp/legacy" | grep -q "text_model._orig_mod.transformer.h.0.mixer.Wqkv.weight"
+# (to a file first: grep -q in a pipe would end tycho with SIGPIPE under pipefail)
+"$tycho" inspect "$tmp/legacy" >"$tmp/legacy.txt" 2>/dev/null
+grep -q "text_model._orig_mod.transformer.h.0.mixer.Wqkv.weight" "$tmp/legacy.txt"
 ln -s "$model/model.safetensors" "$tmp/bare/model.safetensors"
 python3 -c "import json,sys; c=json.load(open(sys.argv[1])); json.dump(c['config'], open(sys.argv[2],'w'))" \
     "$model/config.json" "$tmp/bare/config.json"

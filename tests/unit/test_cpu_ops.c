@@ -239,12 +239,12 @@ int main(void) {
     fprintf(stderr, "seed %llu\n", (unsigned long long)rng_state);
     ty_err err;
     // Every kernel family this CPU has, each against the same references.
-    ty_backend *bes[3];
-    for (int i = 0; i < 3; i++) {
+    ty_backend *bes[4];
+    for (int i = 0; i < 4; i++) {
         CHECK(backend_cpu_init_simd(&bes[i], 2 + i % 2, (ty_cpu_simd)i, &err) == TY_OK);
         fprintf(stderr, "backend %d runs kernel family %d\n", i, backend_cpu_simd(bes[i]));
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         ty_backend *be = bes[i];
         check_matmul(be, "bf16", 7, 37, 19, TY_DTYPE_BF16, TY_ACT_NONE);
         check_matmul(be, "bf16 gelu", 13, 64, 40, TY_DTYPE_BF16, TY_ACT_GELU_TANH);
@@ -257,6 +257,6 @@ int main(void) {
         check_layernorm_rope(be);
         check_attention(be);
     }
-    for (int i = 0; i < 3; i++) bes[i]->ops->free(bes[i]);
+    for (int i = 0; i < 4; i++) bes[i]->ops->free(bes[i]);
     return test_report("test_cpu_ops");
 }

@@ -165,7 +165,7 @@ void cpu_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_layer
         visible[i] = nv < b->kv_len[s] ? nv : b->kv_len[s];
     }
     attn_job j = {.out = out, .q = q, .n_heads = n_heads, .kv_group = n_heads / n_kv_heads, .head_dim = head_dim,
-                  .scale = scale, .avx2 = cpu_of(be)->simd >= TY_CPU_AVX2, .rows = rows, .visible = visible,
+                  .scale = scale, .avx2 = cpu_has_avx2(be), .rows = rows, .visible = visible,
                   .n_keys = b->kv_len, .kv = kv, .batch = b};
     run_tasks(be, &j, S, start);
     free(start);
@@ -187,7 +187,7 @@ void cpu_attention_dense(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor k
         visible[r] = group;
     }
     attn_job j = {.out = out, .q = q, .n_heads = n_heads, .kv_group = 1, .head_dim = head_dim, .scale = scale,
-                  .avx2 = cpu_of(be)->simd >= TY_CPU_AVX2, .rows = rows, .visible = visible, .n_keys = n_keys, .k = k, .v = v,
+                  .avx2 = cpu_has_avx2(be), .rows = rows, .visible = visible, .n_keys = n_keys, .k = k, .v = v,
                   .group_rows = group};
     run_tasks(be, &j, G, start);
     free(start);

@@ -98,6 +98,8 @@ ty_status backend_cpu_init_simd(ty_backend **out, int n_threads, ty_cpu_simd max
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = TY_CPU_AVX2;
     if (best == TY_CPU_AVX2 && __builtin_cpu_supports("avx512f")) best = TY_CPU_AVX512;
     c->simd = best < max_simd ? best : max_simd;
+#elif defined(__aarch64__)
+    c->simd = max_simd == TY_CPU_PORTABLE ? TY_CPU_PORTABLE : TY_CPU_NEON;  // every arm64 CPU has NEON
 #endif
     ty_status s = pool_init(&c->pool, n_threads, err);
     if (s != TY_OK) {
@@ -109,7 +111,7 @@ ty_status backend_cpu_init_simd(ty_backend **out, int n_threads, ty_cpu_simd max
 }
 
 ty_status backend_cpu_init(ty_backend **out, int n_threads, ty_err *err) {
-    return backend_cpu_init_simd(out, n_threads, TY_CPU_AVX512, err);
+    return backend_cpu_init_simd(out, n_threads, TY_CPU_NEON, err);
 }
 
 ty_cpu_simd backend_cpu_simd(const ty_backend *be) { return ((const cpu_backend *)be)->simd; }

@@ -14,6 +14,12 @@ typedef struct {
 
 static inline cpu_backend *cpu_of(ty_backend *be) { return (cpu_backend *)be; }
 
+// Whether the AVX2 vector helpers (vec.h) may run.
+static inline int cpu_has_avx2(ty_backend *be) {
+    ty_cpu_simd s = cpu_of(be)->simd;
+    return s == TY_CPU_AVX2 || s == TY_CPU_AVX512;
+}
+
 // Row r of an f32 tensor.
 static inline float *cpu_row(ty_tensor t, int64_t r) { return (float *)t.data + r * t.stride; }
 

@@ -1,5 +1,5 @@
 // y = act(x · wᵀ + bias): x (n, k) f32, w (m, k) bf16/f16/f32 read in place.
-// Kernel families: portable C, AVX2+FMA, AVX-512 (chosen at backend init).
+// Kernel families: portable C, AVX2+FMA, AVX-512, NEON (chosen at backend init).
 //
 // Work is split over panels of PANEL weight rows. A panel is converted to f32
 // once (when n > 1) and reused for every row of x; a 4x4 block of dot
@@ -14,6 +14,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define TY_X86 1
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#define TY_NEON 1
 #endif
 
 enum { PANEL = 16 };
@@ -155,6 +158,46 @@ AVX512 static float dot_bf16_avx512(const float *x, const uint16_t *w, int64_t k
 }
 #endif
 
+#ifdef TY_NEON
+// NEON: 4x4 blocks of dot products with 4-lane FMAs, and the bf16 GEMV widening
+// 16-bit weights to f32 by a shift.
+static void block_neon(float *out, const float *const *x, int ni, const float *const *w, int nj, int64_t k) {
+    float32x4_t acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = vdupq_n_f32(0.0f);
+    int64_t p = 0;
+    for (; p + 4 <= k; p += 4) {
+        float32x4_t wv[4];
+        for (int j = 0; j < nj; j++) wv[j] = vld1q_f32(w[j] + p);
+        for (int i = 0; i < ni; i++) {
+            float32x4_t xv = vld1q_f32(x[i] + p);
+            for (int j = 0; j < nj; j++) acc[i][j] = vfmaq_f32(acc[i][j], xv, wv[j]);
+        }
+    }
+    for (int i = 0; i < ni; i++)
+        for (int j = 0; j < nj; j++) {
+            float t = vaddvq_f32(acc[i][j]);
+            for (int64_t q = p; q < k; q++) t += x[i][q] * w[j][q];
+            out[i * 4 + j] = t;
+        }
+}
+
+static float dot_bf16_neon(const float *x, const uint16_t *w, int64_t k) {
+    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = vdupq_n_f32(0.0f);
+    int64_t p = 0;
+    for (; p + 8 <= k; p += 8) {
+        uint16x8_t h = vld1q_u16(w + p);
+        float32x4_t w0 = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16));
+        float32x4_t w1 = vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(h), 16));
+        a0 = vfmaq_f32(a0, vld1q_f32(x + p), w0);
+        a1 = vfmaq_f32(a1, vld1q_f32(x + p + 4), w1);
+    }
+    float t = vaddvq_f32(vaddq_f32(a0, a1));
+    for (; p < k; p++) t += x[p] * bf16_to_f32(w[p]);
+    return t;
+}
+#endif
+
 static float apply_act(float v, ty_activation act) {
     switch (act) {
     case TY_ACT_GELU_TANH: return cpu_gelu_tanh(v);
@@ -174,6 +217,15 @@ static void gemm_panel(void *ctx, int panel) {
     float bias[PANEL] = {0};
     if (g->bias) cpu_convert_row(bias, (const char *)g->bias->data + (size_t)j0 * dtype_size(g->bias->dtype),
                                  g->bias->dtype, nj);
+#ifdef TY_NEON
+    if (n == 1 && g->simd == TY_CPU_NEON && g->w.dtype == TY_DTYPE_BF16) {
+        const float *x = cpu_row(g->x, 0);
+        float *y = cpu_row(g->y, 0);
+        for (int64_t j = 0; j < nj; j++)
+            y[j0 + j] = apply_act(dot_bf16_neon(x, weight_row(g->w, j0 + j), k) + bias[j], g->act);
+        return;
+    }
+#endif
 #ifdef TY_X86
     if (n == 1 && g->simd >= TY_CPU_AVX2 && g->w.dtype == TY_DTYPE_BF16) {
         const float *x = cpu_row(g->x, 0);
@@ -211,6 +263,11 @@ static void gemm_panel(void *ctx, int panel) {
                 block_avx512(out, xrows, ni, wrows + jb, nb, k);
             else if (g->simd >= TY_CPU_AVX2)
                 block_avx2(out, xrows, ni, wrows + jb, nb, k);
+            else
+#endif
+#ifdef TY_NEON
+            if (g->simd == TY_CPU_NEON)
+                block_neon(out, xrows, ni, wrows + jb, nb, k);
             else
 #endif
                 block_portable(out, xrows, ni, wrows + jb, nb, k);
