@@ -114,8 +114,17 @@ AVX512 static void block4x4_avx512(float *out, const float *const *x, const floa
     __m512 acc[4][4];
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < k; p += 16) {
-        __mmask16 m = k - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - p)) - 1);
+    int64_t p = 0;
+    for (; p + 16 <= k; p += 16) {
+        __m512 wv[4];
+        for (int j = 0; j < 4; j++) wv[j] = _mm512_loadu_ps(w[j] + p);
+        for (int i = 0; i < 4; i++) {
+            __m512 xv = _mm512_loadu_ps(x[i] + p);
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+        }
+    }
+    if (p < k) {  // the k tail, masked
+        __mmask16 m = (__mmask16)((1u << (k - p)) - 1);
         __m512 wv[4];
         for (int j = 0; j < 4; j++) wv[j] = _mm512_maskz_loadu_ps(m, w[j] + p);
         for (int i = 0; i < 4; i++) {
