@@ -160,7 +160,12 @@ ty_status md_vision_encode(md_model *m, const uint8_t *crops, int n_crops, int r
     int d = m->cfg.vision.enc_dim;
     float *feat = features ? features : malloc((size_t)n_crops * MD_PATCHES * d * sizeof(float));
     if (!feat) return ty_err_set(err, TY_E_NOMEM, "out of memory");
-    ty_status s = tower(m, crops, n_crops, feat, err);
+    // A 1x1 tiling's only local crop is pixel-identical to the global crop
+    // (moondream.md §4.6): run the tower once and copy its features.
+    int same = n_crops == 2 && rows == 1 && cols == 1 &&
+               !memcmp(crops, crops + (size_t)378 * 378 * 3, (size_t)378 * 378 * 3);
+    ty_status s = tower(m, crops, same ? 1 : n_crops, feat, err);
+    if (s == TY_OK && same) memcpy(feat + (size_t)MD_PATCHES * d, feat, (size_t)MD_PATCHES * d * sizeof(float));
     if (s == TY_OK && embeds) s = project(m, feat, n_crops, rows, cols, embeds, err);
     if (!features) free(feat);
     return s;
