@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/vec.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -215,6 +216,13 @@ static float apply_act(float v, ty_activation act) {
     }
 }
 
+static void activate_span(float *y, int64_t n, const gemm_job *g) {
+    if (g->act == TY_ACT_GELU_TANH)
+        vec_gelu_tanh(y, n, g->simd == TY_CPU_AVX2 || g->simd == TY_CPU_AVX512);
+    else if (g->act == TY_ACT_GELU_ERF)
+        for (int64_t i = 0; i < n; i++) y[i] = cpu_gelu_erf(y[i]);
+}
+
 static const void *weight_row(ty_tensor w, int64_t r) {
     return (const char *)w.data + (size_t)(r * w.stride) * dtype_size(w.dtype);
 }
@@ -282,9 +290,11 @@ static void gemm_panel(void *ctx, int panel) {
                 block_portable(out, xrows, ni, wrows + jb, nb, k);
             for (int i = 0; i < ni; i++) {
                 float *y = cpu_row(g->y, i0 + i) + j0 + jb;
-                for (int j = 0; j < nb; j++) y[j] = apply_act(out[i * 4 + j] + bias[jb + j], g->act);
+                for (int j = 0; j < nb; j++) y[j] = out[i * 4 + j] + bias[jb + j];
             }
         }
+        // The activation over the panel's outputs of these rows, vectorised.
+        for (int i = 0; i < ni; i++) activate_span(cpu_row(g->y, i0 + i) + j0, nj, g);
     }
     free(panel_buf);
 }

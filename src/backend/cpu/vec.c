@@ -17,7 +17,7 @@ AVX2 static float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// exp(x) for x <= 0 (softmax inputs after the max shift): 2^k * p(r) with
+// exp(x) for x <= 88 (softmax inputs after the max shift are <= 0): 2^k * p(r) with
 // x = k ln2 + r, |r| <= ln2/2, p a degree-6 polynomial (Cephes expf's).
 AVX2 static __m256 exp256(__m256 x) {
     x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
@@ -34,6 +34,25 @@ AVX2 static __m256 exp256(__m256 x) {
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// exp for any x: clamps large inputs too (exp256 is written for x <= 0).
+AVX2 static void gelu_tanh_avx2(float *x, int64_t n) {
+    const __m256 k = _mm256_set1_ps(0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 z = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, v), _mm256_mul_ps(v, v), v));
+        z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-9.0f)), _mm256_set1_ps(9.0f));  // tanh is +-1 beyond
+        __m256 e = exp256(_mm256_add_ps(z, z));
+        __m256 t = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e, one)));
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, t)));
+    }
+    for (; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    }
 }
 
 AVX2 static void axpy_avx2(float *y, float a, const float *x, int64_t n) {
@@ -100,6 +119,19 @@ float vec_exp_sum(float *x, float shift, int64_t n, int avx2) {
     float s = 0;
     for (int64_t i = 0; i < n; i++) s += x[i] = expf(x[i] - shift);
     return s;
+}
+
+void vec_gelu_tanh(float *x, int64_t n, int avx2) {
+#ifdef TY_X86
+    if (avx2) {
+        gelu_tanh_avx2(x, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    }
 }
 
 float vec_max(const float *x, int64_t n) {
