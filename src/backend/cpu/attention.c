@@ -59,6 +59,7 @@ typedef struct {
     int n_heads, kv_group, head_dim;  // kv_group: query heads per kv head
     float scale;
     int avx2;
+    ty_cpu_simd simd;
     attn_task *tasks;
     const int *rows;     // query row ids, grouped so each task's rows are contiguous here
     const int *visible;  // (q rows) keys visible from each row: keys [0, visible)
@@ -95,10 +96,65 @@ static void attend_rows_direct(const attn_job *j, const attn_task *tk, int kvh, 
     }
 }
 
+// Many query rows (prefill, vision): S = Q Kᵀ and O = P V both as 4x4 blocks of
+// long dot products with the GEMM micro-kernel. Keys are read in place through
+// row pointers; values are gathered transposed once per task so P's rows and
+// Vᵀ's rows are both contiguous along the key axis.
+static void attend_rows_blocked(const attn_job *j, const attn_task *tk, int kvh) {
+    int hd = j->head_dim, nmax = 0;
+    for (int i = tk->row0; i < tk->row0 + tk->n_rows; i++) nmax = j->visible[i] > nmax ? j->visible[i] : nmax;
+    const float **krow = malloc((size_t)(nmax + 1) * sizeof *krow);
+    float *vt = malloc(((size_t)hd * nmax + (size_t)4 * nmax + 64) * sizeof(float));
+    if (!krow || !vt) abort();
+    float *p = vt + (size_t)hd * nmax;  // (4, nmax) softmaxed scores of the current query rows
+    for (int t = 0; t < nmax; t++) {
+        krow[t] = key_row(j, tk->group, t, kvh, 0);
+        const float *v = key_row(j, tk->group, t, kvh, 1);
+        for (int d = 0; d < hd; d++) vt[(size_t)d * nmax + t] = v[d];
+    }
+    ty_cpu_simd simd = j->simd;
+    float blk[16];
+    for (int i0 = tk->row0; i0 < tk->row0 + tk->n_rows; i0 += 4) {
+        int ni = tk->row0 + tk->n_rows - i0 < 4 ? tk->row0 + tk->n_rows - i0 : 4;
+        const float *q[4], *prow[4];
+        int kmax = 0;
+        for (int i = 0; i < ni; i++) {
+            q[i] = cpu_row(j->q, j->rows[i0 + i]) + tk->head * hd;
+            prow[i] = p + (size_t)i * nmax;
+            kmax = j->visible[i0 + i] > kmax ? j->visible[i0 + i] : kmax;
+        }
+        for (int t0 = 0; t0 < kmax; t0 += 4) {
+            int nb = kmax - t0 < 4 ? kmax - t0 : 4;
+            cpu_dot_block(blk, q, ni, krow + t0, nb, hd, simd);
+            for (int i = 0; i < ni; i++)
+                for (int t = 0; t < nb; t++) p[(size_t)i * nmax + t0 + t] = blk[i * 4 + t] * j->scale;
+        }
+        for (int i = 0; i < ni; i++) {
+            float *pi = p + (size_t)i * nmax;
+            int nv = j->visible[i0 + i];
+            float sum = vec_exp_sum(pi, vec_max(pi, nv), nv, j->avx2), inv = 1.0f / sum;
+            for (int t = 0; t < nv; t++) pi[t] *= inv;
+            for (int t = nv; t < kmax; t++) pi[t] = 0.0f;  // keys this row may not see
+        }
+        for (int d0 = 0; d0 < hd; d0 += 4) {
+            int nd = hd - d0 < 4 ? hd - d0 : 4;
+            const float *vrow[4];
+            for (int d = 0; d < nd; d++) vrow[d] = vt + (size_t)(d0 + d) * nmax;
+            cpu_dot_block(blk, prow, ni, vrow, nd, kmax, simd);
+            for (int i = 0; i < ni; i++) {
+                float *o = cpu_row(j->out, j->rows[i0 + i]) + tk->head * hd + d0;
+                for (int d = 0; d < nd; d++) o[d] = blk[i * 4 + d];
+            }
+        }
+    }
+    free(krow);
+    free(vt);
+}
+
 static void attend_task(void *ctx, int idx) {
     const attn_job *j = ctx;
     const attn_task *tk = &j->tasks[idx];
-    int hd = j->head_dim, n = j->n_keys[tk->group], kvh = tk->head / j->kv_group;
+    int n = j->n_keys[tk->group], kvh = tk->head / j->kv_group;
     if (tk->n_rows <= DIRECT_ROWS) {
         float *scores = malloc((size_t)n * sizeof(float) + 64);
         if (!scores) abort();
@@ -106,26 +162,7 @@ static void attend_task(void *ctx, int idx) {
         free(scores);
         return;
     }
-    float *kt = malloc((size_t)(2 * hd + 1) * (size_t)n * sizeof(float) + 64);
-    if (!kt) abort();
-    float *vt = kt + (size_t)hd * n, *scores = vt + (size_t)hd * n;
-    for (int t = 0; t < n; t++) {
-        const float *k = key_row(j, tk->group, t, kvh, 0), *v = key_row(j, tk->group, t, kvh, 1);
-        for (int d = 0; d < hd; d++) {
-            kt[(size_t)d * n + t] = k[d];
-            vt[(size_t)d * n + t] = v[d];
-        }
-    }
-    for (int i = tk->row0; i < tk->row0 + tk->n_rows; i++) {
-        int r = j->rows[i], nv = j->visible[i];
-        const float *q = cpu_row(j->q, r) + tk->head * hd;
-        float *o = cpu_row(j->out, r) + tk->head * hd;
-        memset(scores, 0, (size_t)nv * sizeof(float));
-        for (int d = 0; d < hd; d++) vec_axpy(scores, q[d] * j->scale, kt + (size_t)d * n, nv, j->avx2);
-        float sum = vec_exp_sum(scores, vec_max(scores, nv), nv, j->avx2);
-        for (int d = 0; d < hd; d++) o[d] = vec_dot(scores, vt + (size_t)d * n, nv, j->avx2) / sum;
-    }
-    free(kt);
+    attend_rows_blocked(j, tk, kvh);
 }
 
 // Splits each group's rows (rows[], contiguous per group as given by group_start)
@@ -165,7 +202,7 @@ void cpu_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_layer
         visible[i] = nv < b->kv_len[s] ? nv : b->kv_len[s];
     }
     attn_job j = {.out = out, .q = q, .n_heads = n_heads, .kv_group = n_heads / n_kv_heads, .head_dim = head_dim,
-                  .scale = scale, .avx2 = cpu_has_avx2(be), .rows = rows, .visible = visible,
+                  .scale = scale, .avx2 = cpu_has_avx2(be), .simd = cpu_of(be)->simd, .rows = rows, .visible = visible,
                   .n_keys = b->kv_len, .kv = kv, .batch = b};
     run_tasks(be, &j, S, start);
     free(start);
@@ -187,7 +224,7 @@ void cpu_attention_dense(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor k
         visible[r] = group;
     }
     attn_job j = {.out = out, .q = q, .n_heads = n_heads, .kv_group = 1, .head_dim = head_dim, .scale = scale,
-                  .avx2 = cpu_has_avx2(be), .rows = rows, .visible = visible, .n_keys = n_keys, .k = k, .v = v,
+                  .avx2 = cpu_has_avx2(be), .simd = cpu_of(be)->simd, .rows = rows, .visible = visible, .n_keys = n_keys, .k = k, .v = v,
                   .group_rows = group};
     run_tasks(be, &j, G, start);
     free(start);

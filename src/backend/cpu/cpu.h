@@ -39,6 +39,11 @@ void cpu_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_layer
 void cpu_attention_dense(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor k, ty_tensor v, int n_heads,
                          int head_dim, float scale, int group);
 
+// out[i * 4 + j] = dot(x[i], w[j]) over k f32 values, for ni, nj <= 4 rows given
+// by pointers: the GEMM micro-kernel, also used by attention.
+void cpu_dot_block(float *out, const float *const *x, int ni, const float *const *w, int nj, int64_t k,
+                   ty_cpu_simd simd);
+
 // Scalar activations, shared by matmul epilogues and cpu_activate.
 float cpu_gelu_tanh(float x);
 float cpu_gelu_erf(float x);

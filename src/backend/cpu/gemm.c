@@ -223,6 +223,27 @@ static void activate_span(float *y, int64_t n, const gemm_job *g) {
         for (int64_t i = 0; i < n; i++) y[i] = cpu_gelu_erf(y[i]);
 }
 
+void cpu_dot_block(float *out, const float *const *x, int ni, const float *const *w, int nj, int64_t k,
+                   ty_cpu_simd simd) {
+#ifdef TY_X86
+    if (simd == TY_CPU_AVX512) {
+        block_avx512(out, x, ni, w, nj, k);
+        return;
+    }
+    if (simd == TY_CPU_AVX2) {
+        block_avx2(out, x, ni, w, nj, k);
+        return;
+    }
+#endif
+#ifdef TY_NEON
+    if (simd == TY_CPU_NEON) {
+        block_neon(out, x, ni, w, nj, k);
+        return;
+    }
+#endif
+    block_portable(out, x, ni, w, nj, k);
+}
+
 static const void *weight_row(ty_tensor w, int64_t r) {
     return (const char *)w.data + (size_t)(r * w.stride) * dtype_size(w.dtype);
 }
@@ -275,19 +296,7 @@ static void gemm_panel(void *ctx, int panel) {
         for (int i = 0; i < ni; i++) xrows[i] = cpu_row(g->x, i0 + i);
         for (int64_t jb = 0; jb < nj; jb += 4) {
             int nb = nj - jb < 4 ? (int)(nj - jb) : 4;
-#ifdef TY_X86
-            if (g->simd >= TY_CPU_AVX512)
-                block_avx512(out, xrows, ni, wrows + jb, nb, k);
-            else if (g->simd >= TY_CPU_AVX2)
-                block_avx2(out, xrows, ni, wrows + jb, nb, k);
-            else
-#endif
-#ifdef TY_NEON
-            if (g->simd == TY_CPU_NEON)
-                block_neon(out, xrows, ni, wrows + jb, nb, k);
-            else
-#endif
-                block_portable(out, xrows, ni, wrows + jb, nb, k);
+            cpu_dot_block(out, xrows, ni, wrows + jb, nb, k, g->simd);
             for (int i = 0; i < ni; i++) {
                 float *y = cpu_row(g->y, i0 + i) + j0 + jb;
                 for (int j = 0; j < nb; j++) y[j] = out[i * 4 + j] + bias[jb + j];
