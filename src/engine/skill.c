@@ -1,64 +1,9 @@
-#include "engine/skill.h"
+#include "engine/skill_impl.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef enum {
-    ST_PROMPT,         // the first prompt; its outputs give the first token
-    ST_ANSWER,         // one answer token fed back per step
-    ST_REASON,         // one reasoning token (or coordinate embedding) per step
-    ST_ANSWER_PROMPT,  // the answer prompt after reasoning
-    ST_OBJ_X,          // detect/point: x embedding fed, its hidden gives y
-    ST_OBJ_Y,          // detect: y embedding fed, its hidden gives the size
-    ST_OBJ_LAST,       // last embedding of an object fed: logits say whether another follows
-    ST_DONE
-} skill_state;
-
-typedef struct {
-    int32_t *ids;
-    int n, cap;
-} id_list;
-
-typedef struct {
-    id_list tokens;
-    double *coords;
-    int n_coords, cap_coords;
-} reason_chunk;
-
-struct skill_request {
-    md_model *m;
-    const tokenizer *tok;
-    skill_params p;
-    char *question, *object;  // owned copies
-    skill_state state;
-    finish_reason finish;
-    int pos, dim, vocab;
-    int next;        // token sampled from the last outputs
-    int generated;   // tokens generated in the current phase
-    int prompt_len;
-    int output_tokens;
-    float *hidden;   // (dim) the last hidden state the region head reads
-    float *embeds;   // (rows, dim) embedding rows of the current feed
-    int cap_embeds;  // rows
-    id_list feed_ids, fed;
-    skill_feed feed;
-    float x;         // detect/point: coordinates of the object being decoded
-    float y;
-    int *scratch;    // (2 * vocab) for the sampler
-    sampler_rng rng;
-    text_stream answer;
-    skill_text_fn on_text;
-    void *user;
-    reason_chunk *chunks;
-    int n_chunks;
-    char *reasoning;
-    skill_grounding *grounding;
-    int n_grounding;
-    skill_object *objects;
-    int n_objects, cap_objects;
-};
 
 void skill_params_default(skill_params *p, skill_kind kind) {
     memset(p, 0, sizeof *p);
@@ -71,7 +16,7 @@ void skill_params_default(skill_params *p, skill_kind kind) {
     p->max_objects = 50;
 }
 
-static ty_status push_id(id_list *l, int32_t id, ty_err *err) {
+ty_status skill_push_id(id_list *l, int32_t id, ty_err *err) {
     if (l->n == l->cap) {
         int cap = l->cap ? l->cap * 2 : 32;
         int32_t *p = realloc(l->ids, (size_t)cap * sizeof *p);
@@ -83,16 +28,16 @@ static ty_status push_id(id_list *l, int32_t id, ty_err *err) {
     return TY_OK;
 }
 
-static ty_status push_ids(id_list *l, const int32_t *ids, int n, ty_err *err) {
+ty_status skill_push_ids(id_list *l, const int32_t *ids, int n, ty_err *err) {
     for (int i = 0; i < n; i++) {
-        ty_status s = push_id(l, ids[i], err);
+        ty_status s = skill_push_id(l, ids[i], err);
         if (s != TY_OK) return s;
     }
     return TY_OK;
 }
 
 // Room for `rows` embedding rows in the feed.
-static ty_status reserve_embeds(skill_request *r, int rows, ty_err *err) {
+ty_status skill_reserve_embeds(skill_request *r, int rows, ty_err *err) {
     if (rows <= r->cap_embeds) return TY_OK;
     float *e = realloc(r->embeds, (size_t)rows * r->dim * sizeof(float));
     if (!e) return ty_err_set(err, TY_E_NOMEM, "out of memory");
@@ -106,7 +51,7 @@ static ty_status encode_text(skill_request *r, const char *text, id_list *out, t
     size_t n;
     ty_status s = tokenizer_encode(r->tok, text, strlen(text), &ids, &n, err);
     if (s != TY_OK) return s;
-    s = push_ids(out, ids, (int)n, err);
+    s = skill_push_ids(out, ids, (int)n, err);
     free(ids);
     return s;
 }
@@ -155,7 +100,7 @@ static ty_status build_prompt(skill_request *r, ty_err *err) {
     id_list *ids = &r->feed_ids;
     ty_status s = TY_OK;
     const skill_params *p = &r->p;
-    if (p->kind == SKILL_CAPTION) return push_ids(ids, t->caption[p->length].ids, t->caption[p->length].n, err);
+    if (p->kind == SKILL_CAPTION) return skill_push_ids(ids, t->caption[p->length].ids, t->caption[p->length].n, err);
     if (p->kind == SKILL_DETECT || p->kind == SKILL_POINT) {
         const md_template *pre = p->kind == SKILL_DETECT ? &t->detect_prefix : &t->point_prefix;
         const md_template *suf = p->kind == SKILL_DETECT ? &t->detect_suffix : &t->point_suffix;
@@ -163,27 +108,27 @@ static ty_status build_prompt(skill_request *r, ty_err *err) {
         char *spaced = malloc(n);
         if (!spaced) return ty_err_set(err, TY_E_NOMEM, "out of memory");
         snprintf(spaced, n, " %s", r->object);  // objects are encoded with a leading space
-        s = push_ids(ids, pre->ids, pre->n, err);
+        s = skill_push_ids(ids, pre->ids, pre->n, err);
         if (s == TY_OK) s = encode_text(r, spaced, ids, err);
         free(spaced);
-        if (s == TY_OK) s = push_ids(ids, suf->ids, suf->n, err);
+        if (s == TY_OK) s = skill_push_ids(ids, suf->ids, suf->n, err);
         return s;
     }
     // Query.
-    if (!p->has_image) s = push_id(ids, t->bos_id, err);
-    if (s == TY_OK) s = push_ids(ids, t->query_prefix.ids, t->query_prefix.n, err);
+    if (!p->has_image) s = skill_push_id(ids, t->bos_id, err);
+    if (s == TY_OK) s = skill_push_ids(ids, t->query_prefix.ids, t->query_prefix.n, err);
     for (int i = 0; i < p->n_refs && s == TY_OK; i++) {
-        s = push_id(ids, t->coord_id, err);
-        if (s == TY_OK) s = push_id(ids, t->coord_id, err);
-        if (s == TY_OK && p->refs[i].n == 4) s = push_id(ids, t->size_id, err);
+        s = skill_push_id(ids, t->coord_id, err);
+        if (s == TY_OK) s = skill_push_id(ids, t->coord_id, err);
+        if (s == TY_OK && p->refs[i].n == 4) s = skill_push_id(ids, t->size_id, err);
     }
     if (s == TY_OK) s = encode_text(r, r->question, ids, err);
-    if (s == TY_OK) s = push_ids(ids, t->query_suffix.ids, t->query_suffix.n, err);
+    if (s == TY_OK) s = skill_push_ids(ids, t->query_suffix.ids, t->query_suffix.n, err);
     // Moondream 2 appends the answer suffix twice (a training artefact the
     // reference reproduces); reasoning ends with the thinking token instead.
-    if (s == TY_OK && p->reasoning) s = push_id(ids, t->thinking_id, err);
+    if (s == TY_OK && p->reasoning) s = skill_push_id(ids, t->thinking_id, err);
     if (s == TY_OK && !p->reasoning && r->m->cfg.arch == MD_ARCH_MD2)
-        s = push_ids(ids, t->query_suffix.ids, t->query_suffix.n, err);
+        s = skill_push_ids(ids, t->query_suffix.ids, t->query_suffix.n, err);
     if (s != TY_OK || !p->n_refs) return s;
 
     // Spatial refs: coordinate values in order (box centres for boxes), sizes in order.
@@ -208,7 +153,7 @@ static ty_status build_prompt(skill_request *r, ty_err *err) {
     }
     if (tc != nc || ts * 2 != ns)
         return ty_err_set(err, TY_E_ARG, "question contains reserved coordinate or size tokens");
-    s = reserve_embeds(r, tc + ts, err);
+    s = skill_reserve_embeds(r, tc + ts, err);
     int row = 0, ci = 0, si = 0;
     for (int i = 0; i < ids->n && s == TY_OK; i++) {
         if (ids->ids[i] == t->coord_id)
@@ -225,248 +170,37 @@ static ty_status build_prompt(skill_request *r, ty_err *err) {
     return s;
 }
 
-static void set_feed(skill_request *r) {
+void skill_set_feed(skill_request *r) {
     r->feed.n_rows = r->feed_ids.n;
     r->feed.ids = r->feed_ids.ids;
     r->feed.embeds = r->embeds;
 }
 
 // Feeds one token back through the word embedding.
-static ty_status feed_token(skill_request *r, int32_t id, ty_err *err) {
+ty_status skill_feed_token(skill_request *r, int32_t id, ty_err *err) {
     r->feed_ids.n = 0;
-    ty_status s = push_id(&r->feed_ids, id, err);
-    if (s == TY_OK) s = push_id(&r->fed, id, err);
-    set_feed(r);
+    ty_status s = skill_push_id(&r->feed_ids, id, err);
+    if (s == TY_OK) s = skill_push_id(&r->fed, id, err);
+    skill_set_feed(r);
     return s;
 }
 
 // Feeds one embedding row (already written to r->embeds).
-static ty_status feed_embedding(skill_request *r, ty_err *err) {
+ty_status skill_feed_embedding(skill_request *r, ty_err *err) {
     r->feed_ids.n = 0;
-    ty_status s = push_id(&r->feed_ids, -1, err);
-    set_feed(r);
+    ty_status s = skill_push_id(&r->feed_ids, -1, err);
+    skill_set_feed(r);
     return s;
 }
 
-static void finish(skill_request *r, finish_reason why) {
+void skill_finish_as(skill_request *r, finish_reason why) {
     r->state = ST_DONE;
     if (r->finish == FINISH_NONE) r->finish = why;
 }
 
-static ty_status emit_text(skill_request *r, const char *chunk, size_t len) {
+ty_status skill_emit_text(skill_request *r, const char *chunk, size_t len) {
     if (len && r->on_text) r->on_text(r->user, chunk, len);
     return TY_OK;
-}
-
-// Answer phase: stop at EOS or max_tokens, else stream the token and feed it.
-static ty_status go_answer(skill_request *r, ty_err *err) {
-    const md_tokenizer_config *t = &r->m->cfg.tok;
-    if (r->next == t->eos_id || r->generated >= r->p.max_tokens) {
-        const char *chunk;
-        size_t len;
-        ty_status s = text_stream_flush(&r->answer, &chunk, &len, err);
-        if (s == TY_OK) emit_text(r, chunk, len);
-        finish(r, r->next == t->eos_id ? FINISH_STOP : FINISH_LENGTH);
-        return s;
-    }
-    const char *chunk;
-    size_t len;
-    ty_status s = text_stream_push(&r->answer, r->next, &chunk, &len, err);
-    if (s != TY_OK) return s;
-    emit_text(r, chunk, len);
-    r->output_tokens++;
-    r->state = ST_ANSWER;
-    return feed_token(r, r->next, err);
-}
-
-static ty_status new_chunk(skill_request *r, ty_err *err) {
-    reason_chunk *c = realloc(r->chunks, (size_t)(r->n_chunks + 1) * sizeof *c);
-    if (!c) return ty_err_set(err, TY_E_NOMEM, "out of memory");
-    r->chunks = c;
-    memset(&c[r->n_chunks++], 0, sizeof *c);
-    return TY_OK;
-}
-
-static ty_status push_coord(reason_chunk *c, double v, ty_err *err) {
-    if (c->n_coords == c->cap_coords) {
-        int cap = c->cap_coords ? c->cap_coords * 2 : 8;
-        double *p = realloc(c->coords, (size_t)cap * sizeof *p);
-        if (!p) return ty_err_set(err, TY_E_NOMEM, "out of memory");
-        c->coords = p;
-        c->cap_coords = cap;
-    }
-    c->coords[c->n_coords++] = v;
-    return TY_OK;
-}
-
-// Bin of the largest coordinate logit, as a value in [0, 1).
-static ty_status decode_coord(skill_request *r, const float *hidden, float *value, ty_err *err) {
-    int bins = r->m->cfg.region.coord_out_dim;
-    float *logits = malloc((size_t)bins * sizeof(float));
-    if (!logits) return ty_err_set(err, TY_E_NOMEM, "out of memory");
-    ty_status s = md_region_decode_coord(r->m, hidden, logits, err);
-    if (s == TY_OK) *value = (float)sampler_argmax(logits, bins) / (float)bins;
-    free(logits);
-    return s;
-}
-
-static int utf8_cps(const char *s, size_t n) {
-    int c = 0;
-    for (size_t i = 0; i < n; i++) c += ((unsigned char)s[i] & 0xc0) != 0x80;
-    return c;
-}
-
-// Reasoning text = the chunks decoded one by one and joined; a chunk with two
-// or more coordinates grounds its character span with (x, y) points.
-static ty_status finish_reasoning(skill_request *r, ty_err *err) {
-    size_t len = 0, cap = 64;
-    char *text = malloc(cap);
-    r->grounding = calloc((size_t)r->n_chunks + 1, sizeof *r->grounding);
-    if (!text || !r->grounding) {
-        free(text);
-        return ty_err_set(err, TY_E_NOMEM, "out of memory");
-    }
-    text[0] = '\0';
-    int start = 0;
-    for (int i = 0; i < r->n_chunks; i++) {
-        reason_chunk *c = &r->chunks[i];
-        char *piece;
-        size_t n;
-        ty_status s = tokenizer_decode(r->tok, c->tokens.ids, (size_t)c->tokens.n, &piece, &n, err);
-        if (s != TY_OK) {
-            free(text);
-            return s;
-        }
-        if (len + n + 1 > cap) {
-            cap = (len + n + 1) * 2;
-            char *t = realloc(text, cap);
-            if (!t) {
-                free(piece);
-                free(text);
-                return ty_err_set(err, TY_E_NOMEM, "out of memory");
-            }
-            text = t;
-        }
-        memcpy(text + len, piece, n + 1);
-        len += n;
-        int chars = utf8_cps(piece, n);
-        free(piece);
-        if (c->n_coords > 1) {
-            skill_grounding *g = &r->grounding[r->n_grounding++];
-            g->start_idx = start;
-            g->end_idx = start + chars;
-            g->n_points = c->n_coords / 2;
-            g->points = malloc((size_t)(g->n_points ? g->n_points : 1) * sizeof *g->points);
-            if (!g->points) {
-                free(text);
-                return ty_err_set(err, TY_E_NOMEM, "out of memory");
-            }
-            for (int k = 0; k < g->n_points; k++) {
-                g->points[k][0] = c->coords[2 * k];
-                g->points[k][1] = c->coords[2 * k + 1];
-            }
-        }
-        start += chars;
-    }
-    r->reasoning = text;
-    return TY_OK;
-}
-
-// Reasoning phase: stop at the answer token or max_tokens, then prefill the
-// answer prompt; otherwise feed the token (a coordinate token as the
-// encoding of the coordinate decoded from the hidden state that chose it).
-static ty_status go_reason(skill_request *r, ty_err *err) {
-    const md_tokenizer_config *t = &r->m->cfg.tok;
-    ty_status s;
-    if (r->next == t->answer_id || r->generated >= r->p.max_tokens) {
-        if ((s = finish_reasoning(r, err)) != TY_OK) return s;
-        r->feed_ids.n = 0;
-        if ((s = push_ids(&r->feed_ids, t->query_suffix.ids, t->query_suffix.n, err)) != TY_OK) return s;
-        if ((s = push_ids(&r->fed, t->query_suffix.ids, t->query_suffix.n, err)) != TY_OK) return s;
-        set_feed(r);
-        r->generated = 0;
-        r->state = ST_ANSWER_PROMPT;
-        return TY_OK;
-    }
-    if (r->next == t->start_ground_points_id || r->next == t->end_ground_id)
-        if ((s = new_chunk(r, err)) != TY_OK) return s;
-    reason_chunk *c = &r->chunks[r->n_chunks - 1];
-    if ((s = push_id(&c->tokens, r->next, err)) != TY_OK) return s;
-    r->output_tokens++;
-    r->state = ST_REASON;
-    if (r->next != t->coord_id) return feed_token(r, r->next, err);
-    float v = 0;
-    if ((s = decode_coord(r, r->hidden, &v, err)) != TY_OK) return s;
-    if ((s = push_coord(c, v, err)) != TY_OK) return s;
-    if ((s = reserve_embeds(r, 1, err)) != TY_OK) return s;
-    if ((s = md_region_encode_coord(r->m, v, r->embeds, err)) != TY_OK) return s;
-    return feed_embedding(r, err);
-}
-
-static ty_status add_object(skill_request *r, skill_object o, ty_err *err) {
-    if (r->n_objects == r->cap_objects) {
-        int cap = r->cap_objects ? r->cap_objects * 2 : 8;
-        skill_object *p = realloc(r->objects, (size_t)cap * sizeof *p);
-        if (!p) return ty_err_set(err, TY_E_NOMEM, "out of memory");
-        r->objects = p;
-        r->cap_objects = cap;
-    }
-    r->objects[r->n_objects++] = o;
-    return TY_OK;
-}
-
-// Detect/point: another object follows unless the model chose EOS (any other
-// token means "another object") or max_objects is reached.
-static ty_status go_objects(skill_request *r, ty_err *err) {
-    if (r->next == r->m->cfg.tok.eos_id) {
-        finish(r, FINISH_STOP);
-        return TY_OK;
-    }
-    if (r->n_objects >= r->p.max_objects) {
-        finish(r, FINISH_LENGTH);
-        return TY_OK;
-    }
-    ty_status s = decode_coord(r, r->hidden, &r->x, err);
-    if (s == TY_OK) s = reserve_embeds(r, 1, err);
-    if (s == TY_OK) s = md_region_encode_coord(r->m, r->x, r->embeds, err);
-    if (s == TY_OK) s = feed_embedding(r, err);
-    r->state = ST_OBJ_X;
-    return s;
-}
-
-// A size bin maps to 2^((bin / 1023) * 10 - 10), evaluated in f32.
-static float size_from_bin(int bin) { return powf(2.0f, ((float)bin / 1023.0f) * 10.0f - 10.0f); }
-
-static ty_status consume_object(skill_request *r, float *logits, const float *hidden, ty_err *err) {
-    ty_status s = TY_OK;
-    memcpy(r->hidden, hidden, (size_t)r->dim * sizeof(float));
-    if (r->state == ST_OBJ_X) {
-        s = decode_coord(r, r->hidden, &r->y, err);
-        if (s == TY_OK && r->p.kind == SKILL_POINT)
-            s = add_object(r, (skill_object){.x = r->x, .y = r->y}, err);
-        if (s == TY_OK) s = md_region_encode_coord(r->m, r->y, r->embeds, err);
-        if (s == TY_OK) s = feed_embedding(r, err);
-        r->state = r->p.kind == SKILL_DETECT ? ST_OBJ_Y : ST_OBJ_LAST;
-        return s;
-    }
-    if (r->state == ST_OBJ_Y) {
-        int bins = r->m->cfg.region.size_out_dim / 2;
-        float *sl = malloc((size_t)bins * 2 * sizeof(float));
-        if (!sl) return ty_err_set(err, TY_E_NOMEM, "out of memory");
-        s = md_region_decode_size(r->m, r->hidden, sl, err);
-        float w = size_from_bin(sampler_argmax(sl, bins)), h = size_from_bin(sampler_argmax(sl + bins, bins));
-        free(sl);
-        double x = r->x, y = r->y;
-        if (s == TY_OK)
-            s = add_object(r, (skill_object){.x_min = x - w / 2.0, .y_min = y - h / 2.0,
-                                             .x_max = x + w / 2.0, .y_max = y + h / 2.0}, err);
-        if (s == TY_OK) s = md_region_encode_size(r->m, w, h, r->embeds, err);
-        if (s == TY_OK) s = feed_embedding(r, err);
-        r->state = ST_OBJ_LAST;
-        return s;
-    }
-    r->next = sampler_argmax(logits, r->vocab);  // ST_OBJ_LAST: detect/point are greedy
-    return go_objects(r, err);
 }
 
 ty_status skill_init(skill_request **out, md_model *m, const tokenizer *tok, const skill_params *p, int start_pos,
@@ -494,7 +228,7 @@ ty_status skill_init(skill_request **out, md_model *m, const tokenizer *tok, con
     sampler_rng_seed(&r->rng, p->seed);
     if ((p->question && !r->question) || (p->object && !r->object) || !r->hidden || !r->scratch)
         s = ty_err_set(err, TY_E_NOMEM, "out of memory");
-    if (s == TY_OK) s = new_chunk(r, err);
+    if (s == TY_OK) s = skill_new_chunk(r, err);
     if (s == TY_OK) s = build_prompt(r, err);
     if (s == TY_OK && start_pos + r->feed_ids.n >= m->cfg.text.max_context)
         s = ty_err_set(err, TY_E_LIMIT, "prompt of %d tokens does not fit the context of %d positions",
@@ -504,7 +238,7 @@ ty_status skill_init(skill_request **out, md_model *m, const tokenizer *tok, con
         return s;
     }
     r->prompt_len = r->feed_ids.n;
-    set_feed(r);
+    skill_set_feed(r);
     r->state = ST_PROMPT;
     *out = r;
     return TY_OK;
@@ -538,8 +272,8 @@ const skill_feed *skill_next_feed(skill_request *r) {
         const char *chunk;
         size_t len;
         ty_err err;
-        if (text_stream_flush(&r->answer, &chunk, &len, &err) == TY_OK) emit_text(r, chunk, len);
-        finish(r, FINISH_LENGTH);
+        if (text_stream_flush(&r->answer, &chunk, &len, &err) == TY_OK) skill_emit_text(r, chunk, len);
+        skill_finish_as(r, FINISH_LENGTH);
         return NULL;
     }
     return &r->feed;
@@ -558,18 +292,18 @@ ty_status skill_consume(skill_request *r, float *logits, const float *hidden, ty
         if (p->kind == SKILL_DETECT || p->kind == SKILL_POINT) {
             r->next = sampler_argmax(logits, r->vocab);
             memcpy(r->hidden, hidden, (size_t)r->dim * sizeof(float));
-            s = go_objects(r, err);
+            s = skill_go_objects(r, err);
         } else {
             r->next = sampler_sample(logits, r->vocab, p->temperature, p->top_p, &r->rng, r->scratch);
             memcpy(r->hidden, hidden, (size_t)r->dim * sizeof(float));
-            s = p->reasoning ? go_reason(r, err) : go_answer(r, err);
+            s = p->reasoning ? skill_go_reason(r, err) : skill_go_answer(r, err);
         }
         break;
     case ST_ANSWER:
         logits[t->answer_id] = -INFINITY;
         r->next = sampler_sample(logits, r->vocab, p->temperature, p->top_p, &r->rng, r->scratch);
         r->generated++;
-        s = go_answer(r, err);
+        s = skill_go_answer(r, err);
         break;
     case ST_REASON:
         logits[t->eos_id] = -INFINITY;
@@ -577,21 +311,21 @@ ty_status skill_consume(skill_request *r, float *logits, const float *hidden, ty
         r->next = sampler_sample(logits, r->vocab, p->temperature, p->top_p, &r->rng, r->scratch);
         memcpy(r->hidden, hidden, (size_t)r->dim * sizeof(float));
         r->generated++;
-        s = go_reason(r, err);
+        s = skill_go_reason(r, err);
         break;
     case ST_ANSWER_PROMPT:
         r->next = sampler_sample(logits, r->vocab, p->temperature, p->top_p, &r->rng, r->scratch);
-        s = go_answer(r, err);
+        s = skill_go_answer(r, err);
         break;
     default:
-        s = consume_object(r, logits, hidden, err);
+        s = skill_consume_object(r, logits, hidden, err);
         break;
     }
-    if (s != TY_OK) finish(r, FINISH_ERROR);
+    if (s != TY_OK) skill_finish_as(r, FINISH_ERROR);
     return s;
 }
 
-void skill_abort(skill_request *r, finish_reason why) { finish(r, why); }
+void skill_abort(skill_request *r, finish_reason why) { skill_finish_as(r, why); }
 
 finish_reason skill_finish(const skill_request *r) { return r->finish; }
 const char *skill_text(const skill_request *r) { return r->answer.text ? r->answer.text : ""; }
