@@ -36,8 +36,9 @@ void md_config_defaults(md_config *c) {
 static ty_status get_int(const cJSON *obj, const char *sec, const char *key, int lo, int hi, int *out, ty_err *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!v || cJSON_IsNull(v)) return TY_OK;
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long long)v->valuedouble || v->valuedouble < lo ||
-        v->valuedouble > hi)
+    // Range first: converting an out-of-range double to an integer is undefined.
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) ||
+        v->valuedouble != (double)(int)v->valuedouble)
         return ty_err_set(err, TY_E_FORMAT, "config: %s.%s must be an integer in [%d, %d]", sec, key, lo, hi);
     *out = (int)v->valuedouble;
     return TY_OK;

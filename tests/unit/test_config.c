@@ -35,6 +35,8 @@ int main(void) {
         {"{\"text\": {\"dim\": \"big\"}}", "text.dim must be an integer"},
         {"{\"text\": {\"dim\": 2.5}}", "text.dim must be an integer"},
         {"{\"text\": {\"n_layers\": 0}}", "text.n_layers must be an integer"},
+        {"{\"text\": {\"dim\": 1.4e124}}", "text.dim must be an integer"},
+        {"{\"text\": {\"dim\": -1e300}}", "text.dim must be an integer"},
         {"{\"text\": 3}", "must be objects"},
         {"{\"text\": {\"dim\": 100, \"n_heads\": 3}}", "do not divide"},
         {"{\"text\": {\"dim\": 64, \"n_heads\": 4, \"n_kv_heads\": 4}}", "below the 32 rotary dims"},
