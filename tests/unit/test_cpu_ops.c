@@ -137,16 +137,18 @@ static void check_layernorm_rope(ty_backend *be) {
 
 // Two sequences in one batch: seq 0 prefills 9 rows with a 6-row bidirectional
 // prefix; seq 1 decodes one row at position 12 over keys written earlier.
-static void check_attention(ty_backend *be) {
+// hd 16 takes the generic kernels; hd 64 the register-resident decode kernel.
+static void check_attention(ty_backend *be, const int HD) {
     ty_err err;
-    enum { H = 2, KVH = 1, HD = 16, PAGE = 4, PAGES = 8, W = KVH * HD };
+    enum { H = 2, KVH = 1, PAGE = 4, PAGES = 8, MAXHD = 64 };
+    const int W = KVH * HD;
     int32_t pages0[3] = {5, 1, 6}, pages1[4] = {0, 7, 2, 3};
     const int32_t *tables[2] = {pages0, pages1};
     ty_kv_layer kv = {.page_size = PAGE};
     be->ops->alloc(be, &kv.k, TY_DTYPE_F32, PAGES * PAGE, W, &err);
     be->ops->alloc(be, &kv.v, TY_DTYPE_F32, PAGES * PAGE, W, &err);
     // Seq 1 history: positions 0..11 written by an earlier step.
-    float hk[13][W], hv[13][W];
+    float hk[13][MAXHD], hv[13][MAXHD];
     for (int p = 0; p < 13; p++)
         for (int d = 0; d < W; d++) hk[p][d] = frand(), hv[p][d] = frand();
     {
@@ -157,8 +159,11 @@ static void check_attention(ty_backend *be) {
         ty_tensor tk, tv;
         be->ops->alloc(be, &tk, TY_DTYPE_F32, 12, W, &err);
         be->ops->alloc(be, &tv, TY_DTYPE_F32, 12, W, &err);
-        be->ops->write(be, tk, &hk[0][0]);
-        be->ops->write(be, tv, &hv[0][0]);
+        float kbuf[12 * MAXHD], vbuf[12 * MAXHD];
+        for (int p = 0; p < 12; p++)
+            for (int d = 0; d < W; d++) kbuf[p * W + d] = hk[p][d], vbuf[p * W + d] = hv[p][d];
+        be->ops->write(be, tk, kbuf);
+        be->ops->write(be, tv, vbuf);
         be->ops->kv_write(be, &kv, tk, tv, &b);
         be->ops->release(be, &tk);
         be->ops->release(be, &tv);
@@ -167,8 +172,9 @@ static void check_attention(ty_backend *be) {
     int32_t pos[R] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 12}, seq[R] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
     int32_t prefix[2] = {6, 0}, kv_len[2] = {9, 13};
     ty_batch b = {.n_rows = R, .seq = seq, .pos = pos, .n_seqs = 2, .prefix = prefix, .kv_len = kv_len, .pages = tables};
-    float q[R][H * HD], k[R][W], v[R][W], got[R][H * HD];
-    double want[R][H * HD];
+    float q[R][H * MAXHD], k[R][MAXHD], v[R][MAXHD], got[R][H * MAXHD];
+    double want[R][H * MAXHD];
+    float qbuf[R * H * MAXHD], kbuf[R * MAXHD], vbuf[R * MAXHD], obuf[R * H * MAXHD];
     for (int r = 0; r < R; r++) {
         for (int d = 0; d < H * HD; d++) q[r][d] = frand();
         for (int d = 0; d < W; d++) k[r][d] = frand(), v[r][d] = frand();
@@ -180,12 +186,18 @@ static void check_attention(ty_backend *be) {
     be->ops->alloc(be, &tk, TY_DTYPE_F32, R, W, &err);
     be->ops->alloc(be, &tv, TY_DTYPE_F32, R, W, &err);
     be->ops->alloc(be, &to, TY_DTYPE_F32, R, H * HD, &err);
-    be->ops->write(be, tq, &q[0][0]);
-    be->ops->write(be, tk, &k[0][0]);
-    be->ops->write(be, tv, &v[0][0]);
+    for (int r = 0; r < R; r++) {
+        for (int d = 0; d < H * HD; d++) qbuf[r * H * HD + d] = q[r][d];
+        for (int d = 0; d < W; d++) kbuf[r * W + d] = k[r][d], vbuf[r * W + d] = v[r][d];
+    }
+    be->ops->write(be, tq, qbuf);
+    be->ops->write(be, tk, kbuf);
+    be->ops->write(be, tv, vbuf);
     be->ops->kv_write(be, &kv, tk, tv, &b);
     be->ops->attention(be, to, tq, &kv, H, KVH, HD, 0.25f, &b);
-    be->ops->read(be, to, &got[0][0]);
+    be->ops->read(be, to, obuf);
+    for (int r = 0; r < R; r++)
+        for (int d = 0; d < H * HD; d++) got[r][d] = obuf[r * H * HD + d];
     for (int r = 0; r < R; r++) {
         int s = seq[r], p = pos[r];
         int visible = s == 0 ? (p < 6 ? 6 : p + 1) : p + 1;
@@ -206,10 +218,19 @@ static void check_attention(ty_backend *be) {
             }
         }
     }
-    CHECK_MSG(max_rel(&got[0][0], &want[0][0], R * H * HD) < 1e-6, "%s paged attention", be->ops->name);
+    double num = 0, den = 0;
+    for (int r = 0; r < R; r++)
+        for (int d = 0; d < H * HD; d++) {
+            num += (got[r][d] - want[r][d]) * (got[r][d] - want[r][d]);
+            den += want[r][d] * want[r][d];
+        }
+    CHECK_MSG(sqrt(num / den) < 1e-6, "simd %d paged attention hd %d: rel err %.3g", backend_cpu_simd(be), HD,
+              sqrt(num / den));
     // Dense grouped attention: two groups of 5 rows, full attention within each.
     be->ops->attention_dense(be, to, tq, tk, tv, 1, HD, 0.25f, 5);
-    be->ops->read(be, to, &got[0][0]);
+    be->ops->read(be, to, obuf);
+    for (int r = 0; r < R; r++)
+        for (int d = 0; d < H * HD; d++) got[r][d] = obuf[r * H * HD + d];
     for (int r = 0; r < R; r++) {
         int g0 = r / 5 * 5;
         double sc[5], mx = -1e300, sum = 0;
@@ -255,7 +276,8 @@ int main(void) {
         check_matmul(be, "f32 gemv", 1, 300, 65, TY_DTYPE_F32, TY_ACT_NONE);
         check_matmul(be, "large", 70, 333, 130, TY_DTYPE_BF16, TY_ACT_NONE);
         check_layernorm_rope(be);
-        check_attention(be);
+        check_attention(be, 16);
+        check_attention(be, 64);
     }
     for (int i = 0; i < 4; i++) bes[i]->ops->free(bes[i]);
     return test_report("test_cpu_ops");

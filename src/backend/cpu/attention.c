@@ -81,19 +81,25 @@ static const float *key_row(const attn_job *j, int g, int t, int kvh, int which_
     return cpu_row(which_v ? j->v : j->k, (int64_t)g * j->group_rows + t) + kvh * j->head_dim;
 }
 
-// Few query rows (decode): read key and value rows in place, no transposed copy
-// (gathering the keys would cost as much as the attention itself).
-static void attend_rows_direct(const attn_job *j, const attn_task *tk, int kvh, float *scores) {
+// Few query rows (decode): read key and value rows in place through pointers,
+// no transposed copy (gathering the keys would cost as much as the attention).
+static void attend_rows_direct(const attn_job *j, const attn_task *tk, int kvh, int n) {
     int hd = j->head_dim;
+    const float **kp = malloc((size_t)(2 * n + 1) * sizeof *kp);
+    float *scores = malloc((size_t)(n + 16) * sizeof(float));
+    if (!kp || !scores) abort();
+    const float **vp = kp + n;
+    for (int t = 0; t < n; t++) {
+        kp[t] = key_row(j, tk->group, t, kvh, 0);
+        vp[t] = key_row(j, tk->group, t, kvh, 1);
+    }
     for (int i = tk->row0; i < tk->row0 + tk->n_rows; i++) {
         int r = j->rows[i], nv = j->visible[i];
-        const float *q = cpu_row(j->q, r) + tk->head * hd;
-        float *o = cpu_row(j->out, r) + tk->head * hd;
-        for (int t = 0; t < nv; t++) scores[t] = vec_dot(q, key_row(j, tk->group, t, kvh, 0), hd, j->avx2) * j->scale;
-        float sum = vec_exp_sum(scores, vec_max(scores, nv), nv, j->avx2);
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int t = 0; t < nv; t++) vec_axpy(o, scores[t] / sum, key_row(j, tk->group, t, kvh, 1), hd, j->avx2);
+        vec_attend_one(cpu_row(j->q, r) + tk->head * hd, kp, vp, nv, hd, j->scale, scores,
+                       cpu_row(j->out, r) + tk->head * hd, j->avx2);
     }
+    free(kp);
+    free(scores);
 }
 
 // Many query rows (prefill, vision): S = Q Kᵀ and O = P V both as 4x4 blocks of
@@ -156,10 +162,7 @@ static void attend_task(void *ctx, int idx) {
     const attn_task *tk = &j->tasks[idx];
     int n = j->n_keys[tk->group], kvh = tk->head / j->kv_group;
     if (tk->n_rows <= DIRECT_ROWS) {
-        float *scores = malloc((size_t)n * sizeof(float) + 64);
-        if (!scores) abort();
-        attend_rows_direct(j, tk, kvh, scores);
-        free(scores);
+        attend_rows_direct(j, tk, kvh, n);
         return;
     }
     attend_rows_blocked(j, tk, kvh);

@@ -208,14 +208,6 @@ static float dot_bf16_neon(const float *x, const uint16_t *w, int64_t k) {
 }
 #endif
 
-static float apply_act(float v, ty_activation act) {
-    switch (act) {
-    case TY_ACT_GELU_TANH: return cpu_gelu_tanh(v);
-    case TY_ACT_GELU_ERF: return cpu_gelu_erf(v);
-    default: return v;
-    }
-}
-
 static void activate_span(float *y, int64_t n, const gemm_job *g) {
     if (g->act == TY_ACT_GELU_TANH)
         vec_gelu_tanh(y, n, g->simd == TY_CPU_AVX2 || g->simd == TY_CPU_AVX512);
@@ -260,7 +252,8 @@ static void gemm_panel(void *ctx, int panel) {
         const float *x = cpu_row(g->x, 0);
         float *y = cpu_row(g->y, 0);
         for (int64_t j = 0; j < nj; j++)
-            y[j0 + j] = apply_act(dot_bf16_neon(x, weight_row(g->w, j0 + j), k) + bias[j], g->act);
+            y[j0 + j] = dot_bf16_neon(x, weight_row(g->w, j0 + j), k) + bias[j];
+        activate_span(y + j0, nj, g);
         return;
     }
 #endif
@@ -271,8 +264,9 @@ static void gemm_panel(void *ctx, int panel) {
         for (int64_t j = 0; j < nj; j++) {
             const uint16_t *w = weight_row(g->w, j0 + j);
             float d = g->simd >= TY_CPU_AVX512 ? dot_bf16_avx512(x, w, k) : dot_bf16_avx2(x, w, k);
-            y[j0 + j] = apply_act(d + bias[j], g->act);
+            y[j0 + j] = d + bias[j];
         }
+        activate_span(y + j0, nj, g);
         return;
     }
 #endif
