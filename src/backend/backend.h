@@ -75,7 +75,6 @@ typedef struct {
     void (*matmul)(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act);
     // y = LayerNorm(x) · gamma + beta over each row.
     void (*layernorm)(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
-    void (*activate)(ty_backend *be, ty_tensor y, ty_tensor x, ty_activation act);
     // y = a + b; b may have fewer rows (repeated: row r adds b[r % b.rows]) and any float dtype.
     void (*add)(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
     // y[r] = table[ids[r]] for a (vocab, dim) table.

@@ -78,7 +78,6 @@ static const ty_backend_ops cpu_ops = {
     .read = cpu_read,
     .matmul = cpu_matmul,
     .layernorm = cpu_layernorm,
-    .activate = cpu_activate,
     .add = cpu_add,
     .embed = cpu_embed,
     .rope = cpu_rope,

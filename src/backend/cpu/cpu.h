@@ -29,7 +29,6 @@ void cpu_convert_row(float *dst, const void *src, ty_dtype dtype, int64_t n);
 // Per-op entry points, wired into the ops table by cpu.c.
 void cpu_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act);
 void cpu_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
-void cpu_activate(ty_backend *be, ty_tensor y, ty_tensor x, ty_activation act);
 void cpu_add(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
 void cpu_embed(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids);
 void cpu_rope(ty_backend *be, ty_tensor x, int n_heads, int head_dim, int rot_dims, float theta, const ty_batch *batch);
@@ -44,8 +43,7 @@ void cpu_attention_dense(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor k
 void cpu_dot_block(float *out, const float *const *x, int ni, const float *const *w, int nj, int64_t k,
                    ty_cpu_simd simd);
 
-// Scalar activations, shared by matmul epilogues and cpu_activate.
-float cpu_gelu_tanh(float x);
+// Exact (erf) GELU of one value; GELU-tanh is vectorised in vec.h.
 float cpu_gelu_erf(float x);
 
 #endif

@@ -1,20 +1,14 @@
-// Row-wise and element-wise ops: LayerNorm, GELU, add, embedding gather.
+// Row-wise and element-wise ops: LayerNorm, add, embedding gather; the exact GELU.
 #include <math.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
-
-float cpu_gelu_tanh(float x) {
-    const float k = 0.7978845608028654f;  // sqrt(2 / pi)
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-}
 
 float cpu_gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
 
 typedef struct {
     ty_tensor y, x, gamma, beta;
     float eps;
-    ty_activation act;
 } rows_job;
 
 static void layernorm_row(void *ctx, int r) {
@@ -42,19 +36,6 @@ static void layernorm_row(void *ctx, int r) {
 void cpu_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps) {
     rows_job j = {.y = y, .x = x, .gamma = gamma, .beta = beta, .eps = eps};
     pool_run(cpu_of(be)->pool, (int)x.rows, layernorm_row, &j);
-}
-
-static void activate_row(void *ctx, int r) {
-    const rows_job *j = ctx;
-    const float *x = cpu_row(j->x, r);
-    float *y = cpu_row(j->y, r);
-    for (int64_t i = 0; i < j->x.cols; i++)
-        y[i] = j->act == TY_ACT_GELU_TANH ? cpu_gelu_tanh(x[i]) : j->act == TY_ACT_GELU_ERF ? cpu_gelu_erf(x[i]) : x[i];
-}
-
-void cpu_activate(ty_backend *be, ty_tensor y, ty_tensor x, ty_activation act) {
-    rows_job j = {.y = y, .x = x, .act = act};
-    pool_run(cpu_of(be)->pool, (int)x.rows, activate_row, &j);
 }
 
 // y = a + b, where b may have fewer rows than a and is repeated (row r uses
