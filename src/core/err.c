@@ -49,6 +49,9 @@ const char *ty_status_name(ty_status code) {
     case TY_E_LIMIT: return "limit";
     case TY_E_NOMEM: return "out_of_memory";
     case TY_E_NOT_FOUND: return "not_found";
+    case TY_E_BUSY: return "busy";
+    case TY_E_TIMEOUT: return "timeout";
+    case TY_E_CANCELLED: return "cancelled";
     }
     return "unknown";
 }

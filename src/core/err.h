@@ -13,6 +13,9 @@ typedef enum {
     TY_E_LIMIT,        // input exceeds a configured limit (bytes, pixels, tokens)
     TY_E_NOMEM,        // allocation failed
     TY_E_NOT_FOUND,    // a named item (tensor, file) does not exist
+    TY_E_BUSY,         // a queue is full: retry later
+    TY_E_TIMEOUT,      // a wait ran out of time
+    TY_E_CANCELLED,    // the work was cancelled
 } ty_status;
 
 typedef struct {
