@@ -216,6 +216,7 @@ ty_status skill_init(skill_request **out, md_model *m, const tokenizer *tok, con
     r->dim = m->cfg.text.dim;
     r->vocab = m->cfg.text.vocab_size;
     r->pos = start_pos;
+    r->start_pos = start_pos;
     r->on_text = on_text;
     r->user = user;
     r->question = p->question ? strdup(p->question) : NULL;
@@ -340,3 +341,19 @@ const int32_t *skill_fed_ids(const skill_request *r, int *n) {
 }
 int skill_prompt_tokens(const skill_request *r) { return r->prompt_len; }
 int skill_output_tokens(const skill_request *r) { return r->output_tokens; }
+
+int skill_requested_positions(const skill_request *r) {
+    int64_t n = (int64_t)r->start_pos + r->prompt_len;
+    if (r->p.kind == SKILL_DETECT) n += 3 * (int64_t)r->p.max_objects;  // x, y, size per object
+    else if (r->p.kind == SKILL_POINT) n += 2 * (int64_t)r->p.max_objects;
+    else n += r->p.max_tokens;
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+int skill_max_positions(const skill_request *r) {
+    int64_t n = skill_requested_positions(r);
+    if (r->p.kind == SKILL_QUERY && r->p.reasoning)  // reasoning, the answer prompt, then the answer
+        n += (int64_t)r->m->cfg.tok.query_suffix.n + r->p.max_tokens;
+    int64_t ctx = r->m->cfg.text.max_context;
+    return (int)(n < ctx ? n : ctx);
+}

@@ -98,6 +98,13 @@ const skill_object *skill_object_at(const skill_request *r, int i);
 // Every token fed after the first prompt (the golden files' "emitted_ids").
 const int32_t *skill_fed_ids(const skill_request *r, int *n);
 int skill_prompt_tokens(const skill_request *r);   // tokens of the first prompt
+// Most KV positions the request can fill (start, prompt, everything it may
+// generate; capped by the context): what the scheduler reserves.
+int skill_max_positions(const skill_request *r);
+// Positions the prompt and the requested output need (start + prompt +
+// max_tokens, or the object rows for detect/point): a request asking more than
+// the context is refused.
+int skill_requested_positions(const skill_request *r);
 int skill_output_tokens(const skill_request *r);   // tokens generated
 
 #endif

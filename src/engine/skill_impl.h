@@ -35,6 +35,7 @@ struct skill_request {
     skill_state state;
     finish_reason finish;
     int pos, dim, vocab;
+    int start_pos;   // position of the first prompt row
     int next;        // token sampled from the last outputs
     int generated;   // tokens generated in the current phase
     int prompt_len;

@@ -79,7 +79,16 @@ void md_model_free(md_model *m);
 ty_status md_vision_encode(md_model *m, const uint8_t *crops, int n_crops, int rows, int cols, float *features,
                            float *embeds, ty_err *err);
 
-#endif
+// Several images in one tower forward (crops of all of them batched; results
+// are bitwise those of one image at a time). features[i] / embeds[i] as
+// above for image i; either array (or an entry) may be NULL.
+typedef struct {
+    const uint8_t *crops;  // (n_crops, 378, 378, 3)
+    int n_crops, rows, cols;
+} md_vision_image;
+
+ty_status md_vision_encode_batch(md_model *m, int n, const md_vision_image *imgs, float *const *features,
+                                 float *const *embeds, ty_err *err);
 
 // ---- text decoder --------------------------------------------------------
 
@@ -119,3 +128,5 @@ ty_status md_region_encode_size(md_model *m, float w, float h, float *out, ty_er
 ty_status md_region_decode_coord(md_model *m, const float *hidden, float *logits, ty_err *err);
 // Size logits (2, size_out_dim / 2): width bins then height bins.
 ty_status md_region_decode_size(md_model *m, const float *hidden, float *logits, ty_err *err);
+
+#endif

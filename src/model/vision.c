@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/image.h"
 #include "model/moondream.h"
 
 // (n_crops * 729, 588) f32 patches: patch rows major, then columns; inside a
@@ -153,20 +154,57 @@ static ty_status project(md_model *m, const float *features, int n_crops, int ro
     return s;
 }
 
+// A 1x1 tiling's only local crop is pixel-identical to the global crop
+// (moondream.md §4.6): the tower runs once and its features are copied.
+static int tower_crops(const md_vision_image *im) {
+    int same = im->n_crops == 2 && im->rows == 1 && im->cols == 1 &&
+               !memcmp(im->crops, im->crops + (size_t)378 * 378 * 3, (size_t)378 * 378 * 3);
+    return same ? 1 : im->n_crops;
+}
+
+enum { TOWER_MAX_CROPS = 32 };  // crops per tower forward: bounds the activations (~14 MB per crop at real width)
+
+ty_status md_vision_encode_batch(md_model *m, int n, const md_vision_image *imgs, float *const *features,
+                                 float *const *embeds, ty_err *err) {
+    for (int i = 0; i < n; i++) {
+        const md_vision_image *im = &imgs[i];
+        if (im->n_crops < 1 || im->n_crops > 1 + IMAGE_MAX_CROPS || (im->n_crops > 1 && im->n_crops != 1 + im->rows * im->cols))
+            return ty_err_set(err, TY_E_ARG, "vision: %d crops for a %dx%d tiling", im->n_crops, im->rows, im->cols);
+    }
+    int d = m->cfg.vision.enc_dim;
+    size_t crop_bytes = (size_t)378 * 378 * 3, crop_feats = (size_t)MD_PATCHES * d;
+    ty_status s = TY_OK;
+    for (int i0 = 0; i0 < n && s == TY_OK;) {
+        // The images of this forward: as many as fit TOWER_MAX_CROPS (at least one).
+        int i1 = i0, total = 0;
+        while (i1 < n && (i1 == i0 || total + tower_crops(&imgs[i1]) <= TOWER_MAX_CROPS)) total += tower_crops(&imgs[i1++]);
+        uint8_t *pix = malloc(crop_bytes * (size_t)total);
+        float *feat = malloc(crop_feats * sizeof(float) * (size_t)total);
+        if (!pix || !feat) s = ty_err_set(err, TY_E_NOMEM, "out of memory");
+        for (int i = i0, at = 0; s == TY_OK && i < i1; at += tower_crops(&imgs[i]), i++)
+            memcpy(pix + crop_bytes * (size_t)at, imgs[i].crops, crop_bytes * (size_t)tower_crops(&imgs[i]));
+        if (s == TY_OK) s = tower(m, pix, total, feat, err);
+        free(pix);
+        for (int i = i0, at = 0; s == TY_OK && i < i1; at += tower_crops(&imgs[i]), i++) {
+            const md_vision_image *im = &imgs[i];
+            float *f = features && features[i] ? features[i] : malloc(crop_feats * sizeof(float) * (size_t)im->n_crops);
+            if (!f) {
+                s = ty_err_set(err, TY_E_NOMEM, "out of memory");
+                break;
+            }
+            memcpy(f, feat + crop_feats * (size_t)at, crop_feats * sizeof(float) * (size_t)tower_crops(im));
+            if (tower_crops(im) != im->n_crops) memcpy(f + crop_feats, f, crop_feats * sizeof(float));
+            if (embeds && embeds[i]) s = project(m, f, im->n_crops, im->rows, im->cols, embeds[i], err);
+            if (f != (features ? features[i] : NULL)) free(f);
+        }
+        free(feat);
+        i0 = i1;
+    }
+    return s;
+}
+
 ty_status md_vision_encode(md_model *m, const uint8_t *crops, int n_crops, int rows, int cols, float *features,
                            float *embeds, ty_err *err) {
-    if (n_crops < 1 || (n_crops > 1 && n_crops != 1 + rows * cols))
-        return ty_err_set(err, TY_E_ARG, "vision: %d crops for a %dx%d tiling", n_crops, rows, cols);
-    int d = m->cfg.vision.enc_dim;
-    float *feat = features ? features : malloc((size_t)n_crops * MD_PATCHES * d * sizeof(float));
-    if (!feat) return ty_err_set(err, TY_E_NOMEM, "out of memory");
-    // A 1x1 tiling's only local crop is pixel-identical to the global crop
-    // (moondream.md §4.6): run the tower once and copy its features.
-    int same = n_crops == 2 && rows == 1 && cols == 1 &&
-               !memcmp(crops, crops + (size_t)378 * 378 * 3, (size_t)378 * 378 * 3);
-    ty_status s = tower(m, crops, same ? 1 : n_crops, feat, err);
-    if (s == TY_OK && same) memcpy(feat + (size_t)MD_PATCHES * d, feat, (size_t)MD_PATCHES * d * sizeof(float));
-    if (s == TY_OK && embeds) s = project(m, feat, n_crops, rows, cols, embeds, err);
-    if (!features) free(feat);
-    return s;
+    md_vision_image im = {crops, n_crops, rows, cols};
+    return md_vision_encode_batch(m, 1, &im, &features, &embeds, err);
 }

@@ -1,0 +1,329 @@
+// The engine behind include/tycho.h: a loaded model, a scheduler and the one
+// thread that runs it. Other threads only queue requests and set cancel
+// flags; everything the scheduler owns is touched by the engine thread alone.
+//
+// Locks: e->mu guards the incoming queue, the stop flag and the published
+// stats; r->mu guards a request's done state. The engine thread never holds
+// e->mu while it runs a step or calls back into a request.
+#include "api/engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+#include "io/hub.h"
+
+enum { DEFAULT_PAGE_SIZE = 16, DEFAULT_MAX_BATCH = 16, DEFAULT_MAX_ROWS = 2048, DEFAULT_MAX_QUEUE = 4096 };
+
+// ---- the model as the scheduler sees it ----------------------------------------
+
+static ty_status model_encode(void *ctx, int n, void *const *images, float *const *embeds, ty_err *err) {
+    tycho_engine *e = ctx;
+    image_crops *crops = calloc((size_t)n, sizeof *crops);
+    md_vision_image *ims = calloc((size_t)n, sizeof *ims);
+    uint8_t **pix = calloc((size_t)n, sizeof *pix);
+    ty_status s = crops && ims && pix ? TY_OK : ty_err_set(err, TY_E_NOMEM, "out of memory");
+    size_t crop_bytes = (size_t)IMAGE_CROP_SIZE * IMAGE_CROP_SIZE * 3;
+    for (int i = 0; i < n && s == TY_OK; i++) {
+        s = image_make_crops(&crops[i], images[i], err);
+        if (s != TY_OK) break;
+        pix[i] = malloc(crop_bytes * (size_t)crops[i].n_crops);
+        if (!pix[i]) {
+            s = ty_err_set(err, TY_E_NOMEM, "out of memory");
+            break;
+        }
+        for (int c = 0; c < crops[i].n_crops; c++) image_crop_copy(&crops[i], c, pix[i] + crop_bytes * (size_t)c);
+        ims[i] = (md_vision_image){pix[i], crops[i].n_crops, crops[i].tiling.rows, crops[i].tiling.cols};
+    }
+    if (s == TY_OK) s = md_vision_encode_batch(e->m, n, ims, NULL, embeds, err);
+    for (int i = 0; crops && pix && i < n; i++) {
+        image_crops_free(&crops[i]);
+        free(pix[i]);
+    }
+    free(crops);
+    free(ims);
+    free(pix);
+    return s;
+}
+
+static ty_status model_forward(void *ctx, const md_text_step *step, ty_err *err) {
+    tycho_engine *e = ctx;
+    return md_text_forward(e->m, &e->kv, step, err);
+}
+
+// ---- a request as the scheduler sees it ----------------------------------------
+
+static const skill_feed *seq_next_feed(void *owner) {
+    tycho_request *r = owner;
+    return r->sk ? skill_next_feed(r->sk) : NULL;
+}
+
+static ty_status seq_consume(void *owner, float *logits, const float *hidden, ty_err *err) {
+    tycho_request *r = owner;
+    return skill_consume(r->sk, logits, hidden, err);
+}
+
+static void inflight_remove(tycho_engine *e, tycho_request *r) {
+    if (r->prev) r->prev->next = r->next;
+    else if (e->inflight == r) e->inflight = r->next;
+    if (r->next) r->next->prev = r->prev;
+    r->next = r->prev = NULL;
+}
+
+// Ends a request: results are final, waiters wake. Engine thread only (or
+// before the request reached it).
+static void request_finish(tycho_engine *e, tycho_request *r, ty_status st, const ty_err *err) {
+    r->t_done = sched_now_ms();
+    // A skill that ended on its own already has its reason; this only fills it in.
+    if (r->sk) skill_abort(r->sk, st == TY_E_CANCELLED ? FINISH_CANCELLED : st == TY_OK ? FINISH_STOP : FINISH_ERROR);
+    if (st == TY_OK) e->counters.requests_done++;
+    else if (st == TY_E_CANCELLED) e->counters.requests_cancelled++;
+    else e->counters.requests_failed++;
+    if (r->sk) {
+        e->counters.input_tokens += (uint64_t)(r->seq.prefix + skill_prompt_tokens(r->sk));
+        e->counters.output_tokens += (uint64_t)skill_output_tokens(r->sk);
+    }
+    pthread_mutex_lock(&r->mu);
+    r->status = st;
+    if (st != TY_OK && err) r->err = *err;
+    else if (st != TY_OK) ty_err_set(&r->err, st, "%s", ty_status_name(st));
+    r->done = 1;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void seq_done(void *owner, ty_status st, const ty_err *err) {
+    tycho_request *r = owner;
+    inflight_remove(r->e, r);
+    request_finish(r->e, r, st, err);
+}
+
+static const sched_seq_ops SEQ_OPS = {seq_next_feed, seq_consume, seq_done};
+
+// ---- the engine thread -----------------------------------------------------------
+
+static void publish_stats(tycho_engine *e) {
+    const scheduler *s = &e->sch;
+    tycho_engine_stats st = e->counters;
+    st.running = s->n_running;
+    st.waiting = s->n_waiting;
+    st.kv_pages_total = s->pool.n_pages;
+    st.kv_pages_used = kv_pages_used(&s->pool);
+    st.kv_pages_cached = prefix_cache_pages(&s->cache);
+    st.prefix_hits = s->cache.hits;
+    st.prefix_misses = s->cache.misses;
+    st.cached_tokens = s->stats.cached_tokens;
+    st.vision_images = s->stats.vision_images;
+    st.steps = s->stats.steps;
+    st.page_size = s->pool.page_size;
+    st.max_batch_size = s->max_batch;
+    pthread_mutex_lock(&e->mu);
+    e->sched_waiting = st.waiting;
+    st.waiting += e->n_incoming;
+    e->stats = st;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void *engine_main(void *arg) {
+    tycho_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        tycho_request *in = e->incoming;
+        e->incoming = NULL;
+        e->incoming_tail = NULL;
+        e->n_incoming = 0;
+        int stop = e->stop;
+        pthread_mutex_unlock(&e->mu);
+        // New requests into the scheduler (or straight to done when cancelled or refused).
+        while (in) {
+            tycho_request *r = in;
+            in = in->next;
+            r->next = NULL;
+            ty_err err = {0};
+            ty_status st = stop || r->cancel ? TY_E_CANCELLED : sched_submit(&e->sch, &r->seq, &err);
+            if (st != TY_OK) {
+                if (st == TY_E_CANCELLED) ty_err_set(&err, st, "cancelled");
+                request_finish(e, r, st, &err);
+                continue;
+            }
+            r->next = e->inflight;
+            if (e->inflight) e->inflight->prev = r;
+            e->inflight = r;
+        }
+        // Cancellations (and everything, when stopping).
+        for (tycho_request *r = e->inflight, *next; r; r = next) {
+            next = r->next;
+            if (stop || r->cancel) sched_cancel(&e->sch, &r->seq);
+        }
+        if (stop) break;
+        int idle = 1;
+        if (e->sch.n_running || e->sch.n_waiting) sched_step(&e->sch, &idle);
+        publish_stats(e);
+        if (idle) {
+            pthread_mutex_lock(&e->mu);
+            if (!e->incoming && !e->stop && !e->wake_pending) {
+                if (e->sch.n_waiting) {  // waiting on something a step frees: poll gently (cannot happen today)
+                    struct timespec ts;
+                    clock_gettime(CLOCK_REALTIME, &ts);
+                    ts.tv_nsec += 1000000;
+                    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+                    pthread_cond_timedwait(&e->wake, &e->mu, &ts);
+                } else {
+                    pthread_cond_wait(&e->wake, &e->mu);
+                }
+            }
+            e->wake_pending = 0;
+            pthread_mutex_unlock(&e->mu);
+        }
+    }
+    publish_stats(e);
+    return NULL;
+}
+
+void engine_wake(tycho_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    e->wake_pending = 1;
+    pthread_cond_signal(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+}
+
+// ---- init / free -----------------------------------------------------------------
+
+static uint64_t model_fingerprint(const md_model *m, const char *dir) {
+    XXH64_state_t *h = XXH64_createState();
+    if (!h) return 0;
+    XXH64_reset(h, 0);
+    XXH64_update(h, dir, strlen(dir));
+    XXH64_update(h, &m->cfg, sizeof m->cfg);
+    XXH64_update(h, &m->st, sizeof m->st);  // the mapping: a different load is a different model
+    uint64_t v = XXH64_digest(h);
+    XXH64_freeState(h);
+    return v;
+}
+
+ty_status engine_init(tycho_engine **out, const tycho_options *o, ty_err *err) {
+    *out = NULL;
+    if (!o || !o->model || !*o->model) return ty_err_set(err, TY_E_ARG, "options.model is required");
+    if (o->device && strcmp(o->device, "cpu"))
+        return ty_err_set(err, TY_E_UNSUPPORTED, "device '%s' is not available in this build (only \"cpu\")",
+                          o->device);
+    if (o->page_size < 0 || o->max_batch_size < 0 || o->max_batch_tokens < 0 || o->kv_cache_pages < 0 ||
+        o->kv_cache_bytes < 0 || o->max_queue < 0)
+        return ty_err_set(err, TY_E_ARG, "engine options must not be negative");
+    tycho_engine *e = calloc(1, sizeof *e);
+    if (!e) return ty_err_set(err, TY_E_NOMEM, "out of memory");
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->wake, NULL);
+    e->max_queue = o->max_queue ? o->max_queue : DEFAULT_MAX_QUEUE;
+    hub_paths paths;
+    ty_status s = hub_resolve(o->model, &paths, err);
+    if (s == TY_OK) s = image_init(err);
+    if (s == TY_OK) s = backend_cpu_init(&e->be, o->threads, err);
+    if (s == TY_OK) s = md_model_init(&e->m, paths.model_dir, e->be, err);
+    if (s == TY_OK) s = tokenizer_init_from_file(&e->tok, paths.tokenizer, err);
+    if (s == TY_OK) {
+        const md_text_config *c = &e->m->cfg.text;
+        int page_size = o->page_size ? o->page_size : DEFAULT_PAGE_SIZE;
+        int max_batch = o->max_batch_size ? o->max_batch_size : DEFAULT_MAX_BATCH;
+        int64_t bytes_per_pos = (int64_t)c->n_layers * 2 * c->n_kv_heads * (c->dim / c->n_heads) * (int64_t)sizeof(float);
+        int64_t n_pages = o->kv_cache_pages;
+        if (!n_pages) {
+            int64_t bytes = o->kv_cache_bytes ? o->kv_cache_bytes
+                                              : (int64_t)max_batch * c->max_context * bytes_per_pos;
+            n_pages = bytes / (bytes_per_pos * page_size);
+        }
+        if (page_size > 4096) s = ty_err_set(err, TY_E_ARG, "page_size must be at most 4096");
+        else if (n_pages < 1 || n_pages > INT32_MAX / page_size)
+            s = ty_err_set(err, TY_E_ARG, "the KV budget gives %lld pages of %d positions: need at least one",
+                           (long long)n_pages, page_size);
+        e->model_key = model_fingerprint(e->m, paths.model_dir);
+        sched_model sm = {.ctx = e, .dim = c->dim, .vocab = c->vocab_size, .max_context = c->max_context,
+                          .prefix_len = 1 + MD_PATCHES, .bos_id = e->m->cfg.tok.bos_id,
+                          .encode_images = model_encode, .forward = model_forward};
+        sched_options so = {.n_pages = (int)n_pages, .page_size = page_size, .max_batch = max_batch,
+                            .max_rows = o->max_batch_tokens ? o->max_batch_tokens : DEFAULT_MAX_ROWS,
+                            .use_cache = o->prefix_cache};
+        if (s == TY_OK) s = md_kv_cache_init(e->m, &e->kv, so.n_pages, page_size, err);
+        if (s == TY_OK) s = sched_init(&e->sch, &sm, &so, err);
+        if (s == TY_OK) e->sch_ready = 1;
+    }
+    if (s == TY_OK && pthread_create(&e->thread, NULL, engine_main, e)) s = ty_err_set(err, TY_E_NOMEM, "cannot start the engine thread");
+    if (s != TY_OK) {
+        engine_free(e);
+        return s;
+    }
+    e->thread_running = 1;
+    publish_stats(e);
+    *out = e;
+    return TY_OK;
+}
+
+void engine_free(tycho_engine *e) {
+    if (!e) return;
+    if (e->thread_running) {
+        pthread_mutex_lock(&e->mu);
+        e->stop = 1;
+        pthread_cond_signal(&e->wake);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->thread, NULL);
+    }
+    if (e->sch_ready) sched_free(&e->sch);
+    if (e->m) md_kv_cache_free(e->m, &e->kv);
+    tokenizer_free(e->tok);
+    md_model_free(e->m);
+    if (e->be) e->be->ops->free(e->be);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->wake);
+    free(e);
+}
+
+// ---- submit ----------------------------------------------------------------------
+
+pc_key engine_image_key(const tycho_engine *e, const image_rgb *img) {
+    XXH3_state_t *h = XXH3_createState();
+    pc_key k = {0, 0};
+    if (!h) return k;
+    XXH3_128bits_reset_withSeed(h, e->model_key);
+    int32_t dims[2] = {img->width, img->height};
+    XXH3_128bits_update(h, dims, sizeof dims);
+    XXH3_128bits_update(h, img->rgb, (size_t)img->width * img->height * 3);
+    XXH128_hash_t v = XXH3_128bits_digest(h);
+    XXH3_freeState(h);
+    k.lo = v.low64;
+    k.hi = v.high64;
+    if (!k.lo && !k.hi) k.lo = 1;  // all-zero is the text-only root
+    return k;
+}
+
+ty_status engine_submit(tycho_engine *e, tycho_request *r, ty_err *err) {
+    r->e = e;
+    r->seq.ops = &SEQ_OPS;
+    r->seq.owner = r;
+    r->t_submit = sched_now_ms();
+    pthread_mutex_lock(&e->mu);
+    int queued = e->n_incoming + e->sched_waiting;
+    if (e->stop) {
+        pthread_mutex_unlock(&e->mu);
+        return ty_err_set(err, TY_E_ARG, "the engine is shutting down");
+    }
+    if (queued >= e->max_queue) {
+        pthread_mutex_unlock(&e->mu);
+        return ty_err_set(err, TY_E_BUSY, "the queue is full (%d requests waiting): retry later", queued);
+    }
+    if (e->incoming_tail) e->incoming_tail->next = r;
+    else e->incoming = r;
+    e->incoming_tail = r;
+    e->n_incoming++;
+    e->wake_pending = 1;
+    pthread_cond_signal(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+    return TY_OK;
+}
+
+void engine_get_stats(tycho_engine *e, tycho_engine_stats *s) {
+    pthread_mutex_lock(&e->mu);
+    *s = e->stats;
+    pthread_mutex_unlock(&e->mu);
+}

@@ -1,0 +1,66 @@
+// Internals of the public API (include/tycho.h): the engine and request
+// structs, shared by engine.c (the thread, the scheduler glue) and tycho.c
+// (parameters, results, JSON). Not installed.
+#ifndef TYCHO_API_ENGINE_H
+#define TYCHO_API_ENGINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "engine/scheduler.h"
+#include "engine/skill.h"
+#include "io/image.h"
+#include "io/tokenizer.h"
+#include "model/moondream.h"
+#include "tycho.h"
+
+struct tycho_engine {
+    ty_backend *be;
+    md_model *m;
+    tokenizer *tok;
+    md_kv_cache kv;
+    scheduler sch;
+    int sch_ready;
+    uint64_t model_key;  // seeds image hashes: keys of one model never match another's
+    pthread_t thread;
+    int thread_running;
+    pthread_mutex_t mu;  // guards what follows
+    pthread_cond_t wake;
+    int stop, wake_pending;
+    tycho_request *incoming, *incoming_tail;  // submitted, not yet seen by the engine thread
+    int n_incoming, sched_waiting, max_queue;
+    tycho_engine_stats stats;  // published after every step
+    // Engine thread only:
+    tycho_request *inflight;       // in the scheduler
+    tycho_engine_stats counters;   // request and token counters
+    _Atomic uint64_t seed_counter;
+};
+
+struct tycho_request {
+    tycho_engine *e;
+    tycho_skill skill;
+    skill_request *sk;  // NULL for TYCHO_SKILL_ENCODE_IMAGE
+    sched_seq seq;
+    image_rgb img;
+    char image_key[33];
+    _Atomic int cancel;
+    tycho_request *next, *prev;  // incoming queue, then the engine's in-flight list
+    double t_submit, t_done;
+    // Under mu:
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int done;
+    ty_status status;
+    ty_err err;
+};
+
+ty_status engine_init(tycho_engine **out, const tycho_options *o, ty_err *err);
+void engine_free(tycho_engine *e);
+// Queues a prepared request (skill built, image decoded, seq filled in).
+ty_status engine_submit(tycho_engine *e, tycho_request *r, ty_err *err);
+void engine_wake(tycho_engine *e);
+void engine_get_stats(tycho_engine *e, tycho_engine_stats *s);
+// The prefix-cache key of decoded pixels for this engine's model.
+pc_key engine_image_key(const tycho_engine *e, const image_rgb *img);
+
+#endif
