@@ -1,0 +1,106 @@
+// One Moondream API request body (docs api.md §1) parsed into tycho_request_params.
+//
+// Shared by the HTTP server (the skill comes from the route: POST /v1/caption,
+// /query, /detect, /point) and `tycho batch` (the skill comes from a "skill"
+// field of each JSONL line; see request_json_skill_parse). Everything the
+// params point to (copied strings, the decoded image bytes, spatial refs) is
+// owned by the request_json and lives until request_json_free; tycho_submit
+// copies it all, so a caller may free the request_json right after submitting.
+//
+// Rules (api.md, to the letter; "null" for an optional field means "not given"):
+//   image_url     data URI "data:image/<type>[;param=v]*;base64,<b64>" or raw base64;
+//                 strict base64 (see base64_decode_strict). Required for caption,
+//                 detect and point; optional for query (text-only query without it).
+//   image         (only with request_json_options.allow_image_path: tycho batch)
+//                 a file path; relative paths are resolved against base_dir.
+//                 Giving both image and image_url is an error.
+//   length        caption: "short" | "normal" | "long" (default normal)
+//   question      query: required string, non-empty after trimming (passed on untrimmed;
+//                 "trimming" removes what Python's str.strip() does, Unicode spaces included)
+//   object        detect, point: required string, non-empty after trimming
+//   reasoning     query: bool
+//   stream        caption, query: bool; query with stream and reasoning is
+//                 refused (streaming of reasoning is not supported)
+//   spatial_refs  query with an image: list of [x, y] or [x_min, y_min, x_max, y_max],
+//                 each in [0, 1], x_min <= x_max, y_min <= y_max; at most
+//                 REQUEST_JSON_MAX_REFS
+//   settings      object: temperature (number >= 0), top_p (number in (0, 1]),
+//                 max_tokens (integer >= 1), max_objects (integer >= 1)
+// No string may contain a \u0000 escape (C strings would end there).
+// Unknown keys are ignored, and so are known keys of another skill (a detect
+// body with "length" parses as if "length" were absent).
+//
+// Errors: TY_E_ARG for a missing field or a field of the wrong type or range,
+// TY_E_FORMAT for a body that is not JSON or an image_url that is not valid
+// base64, TY_E_UNSUPPORTED for a URL or a data URI tycho does not read,
+// TY_E_LIMIT for an image over max_image_bytes, TY_E_IO / TY_E_NOT_FOUND for
+// an image file that cannot be read. request_json_error.param names the
+// offending field ("image_url", "settings.top_p", "spatial_refs[1]") for the
+// server's {"error": {"param"}}; "" when no single field is at fault.
+#ifndef TYCHO_API_REQUEST_JSON_H
+#define TYCHO_API_REQUEST_JSON_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "tycho.h"
+
+#define REQUEST_JSON_MAX_REFS 16             // the skills' limit (engine/skill.h SKILL_MAX_REFS)
+#define REQUEST_JSON_DEFAULT_IMAGE_BYTES (10u << 20)  // the cloud API's 10 MB
+
+typedef struct {
+    size_t max_image_bytes;  // decoded image bytes (0: REQUEST_JSON_DEFAULT_IMAGE_BYTES)
+    int allow_image_path;    // accept "image": PATH (tycho batch; never the server)
+    const char *base_dir;    // where relative image paths are resolved (NULL: the working directory)
+} request_json_options;
+
+typedef struct {
+    ty_err err;       // code and a message that names the field
+    char param[64];   // the offending field, or ""
+} request_json_error;
+
+typedef struct {
+    tycho_request_params params;  // ready for tycho_submit; points into the fields below
+    int stream;                   // "stream": true (caption, query)
+    char *question, *object;      // owned copies
+    char length[8];               // "short" | "normal" | "long" | ""
+    uint8_t *image;               // owned decoded image bytes (image_len of them)
+    size_t image_len;
+    tycho_spatial_ref refs[REQUEST_JSON_MAX_REFS];
+} request_json;
+
+void request_json_init(request_json *r);
+void request_json_free(request_json *r);
+
+// Parses body (a JSON object) for skill into r (initialised; anything it held
+// is freed first). On failure r holds nothing and err says why.
+ty_status request_json_parse(request_json *r, const cJSON *body, tycho_skill skill, const request_json_options *o,
+                             request_json_error *err);
+
+// The same from text (len bytes; need not be NUL-terminated).
+ty_status request_json_parse_text(request_json *r, const char *text, size_t len, tycho_skill skill,
+                                  const request_json_options *o, request_json_error *err);
+
+// Parses text as one JSON value (whitespace around it allowed, nothing else);
+// TY_E_FORMAT (param "") otherwise. Free *out with cJSON_Delete.
+ty_status request_json_body_parse(const char *text, size_t len, cJSON **out, request_json_error *err);
+
+// "caption" | "query" | "detect" | "point" -> skill. TY_E_ARG (param "skill") otherwise.
+ty_status request_json_skill_parse(const cJSON *value, tycho_skill *out, request_json_error *err);
+const char *request_json_skill_name(tycho_skill skill);
+
+// Strict base64 (RFC 4648 §4, standard alphabet): the length is a multiple of
+// 4, '=' only as one or two final padding characters, the unused bits of the
+// last character zero (one canonical text per byte string), no whitespace or
+// line breaks, no URL-safe alphabet. Writes at most out_cap bytes.
+// Returns TY_OK with *out_len, TY_E_FORMAT (message says where), or TY_E_LIMIT
+// when the decoded size exceeds out_cap.
+ty_status base64_decode_strict(const char *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len,
+                               ty_err *err);
+// Decoded size of a base64 text of in_len characters whose last two are
+// given (an upper bound when the text is invalid).
+size_t base64_decoded_size(const char *in, size_t in_len);
+
+#endif
