@@ -12,6 +12,7 @@ int cmd_caption(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_detect(int argc, char **argv);
 int cmd_point(int argc, char **argv);
+int cmd_batch(int argc, char **argv);
 
 // Prints "tycho <cmd>: <message>" on stderr and returns 1.
 int cli_fail(const char *cmd, const ty_err *err);

@@ -12,6 +12,8 @@ static const struct {
     {"query", cmd_query, "query --model M [IMAGE] --question TEXT [--reasoning] [--spatial-ref x,y[,x2,y2]]"},
     {"detect", cmd_detect, "detect --model M IMAGE --object NAME [--max-objects N] [--draw OUT.png]"},
     {"point", cmd_point, "point --model M IMAGE --object NAME [--max-objects N] [--draw OUT.png]"},
+    {"batch", cmd_batch, "batch --model M FILE.jsonl [--max-batch-size N] [--kv-pages N] [--no-prefix-cache] [--seed S]\n"
+                         "                                   JSON lines of API requests -> one result line each, in order"},
     {"tokenize", cmd_tokenize, "tokenize --tokenizer FILE.json   JSON lines {\"text\"} on stdin -> {\"ids\",\"decoded\"}"},
     {"preprocess", cmd_preprocess, "preprocess IMAGE --out DIR        tiling and crops of an image"},
     {"inspect", cmd_inspect, "inspect MODEL [--values N]        list the tensors of a safetensors checkpoint"},
