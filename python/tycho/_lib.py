@@ -178,7 +178,7 @@ def candidate_paths(lib_path=None):
         return [env]
     paths = [
         os.path.join(_HERE, _LIB_NAME),  # installed next to the package
-        os.path.join(_HERE, "..", "..", "build", "lib", _LIB_NAME),  # the repository's build
+        os.path.normpath(os.path.join(_HERE, "..", "..", "build", "lib", _LIB_NAME)),  # the repository's build
     ]
     found = ctypes.util.find_library("tycho")
     if found:
