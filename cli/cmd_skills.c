@@ -6,20 +6,20 @@
 //   tycho point   --model M IMAGE --object NAME [--max-objects N] [--draw OUT.png]
 //   common: --max-tokens N --temperature T --top-p P --seed S --threads N --stream --json
 //
-// Plain output is the text (or one object per line); --json prints the
-// reference's return value plus finish_reason and metrics.
+// Plain output is the text (or one object per line); --json prints the API
+// response body (docs/api.md) with finish_reason and metrics. One request
+// goes through the engine like any other: a batch of one.
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "backend/backend.h"
 #include "cli/cli.h"
-#include "core/json.h"
-#include "engine/generate.h"
-#include "io/hub.h"
+#include "core/file.h"
+#include "engine/skill.h"
 #include "io/image_draw.h"
+#include "tycho.h"
 
 typedef struct {
     const char *cmd, *model, *image, *draw;
@@ -131,147 +131,115 @@ static void print_chunk(void *user, const char *text, size_t len) {
     fflush(stdout);
 }
 
-static const char *finish_name(finish_reason f) {
-    switch (f) {
-    case FINISH_STOP: return "stop";
-    case FINISH_LENGTH: return "length";
-    case FINISH_CANCELLED: return "cancelled";
-    case FINISH_ERROR: return "error";
-    default: return "none";
-    }
-}
-
-static void print_json(const skill_args *a, const skill_request *r, const generate_stats *st) {
-    cJSON *o = cJSON_CreateObject();
-    if (a->p.kind == SKILL_CAPTION) cJSON_AddStringToObject(o, "caption", skill_text(r));
-    if (a->p.kind == SKILL_QUERY) {
-        if (skill_reasoning(r)) {
-            cJSON *re = cJSON_AddObjectToObject(o, "reasoning");
-            cJSON_AddStringToObject(re, "text", skill_reasoning(r));
-            cJSON *g = cJSON_AddArrayToObject(re, "grounding");
-            for (int i = 0; i < skill_grounding_count(r); i++) {
-                const skill_grounding *sg = skill_grounding_at(r, i);
-                cJSON *e = cJSON_CreateObject();
-                cJSON_AddNumberToObject(e, "start_idx", sg->start_idx);
-                cJSON_AddNumberToObject(e, "end_idx", sg->end_idx);
-                cJSON *pts = cJSON_AddArrayToObject(e, "points");
-                for (int k = 0; k < sg->n_points; k++) {
-                    cJSON *xy = cJSON_CreateArray();
-                    cJSON_AddItemToArray(xy, json_exact_number(sg->points[k][0]));
-                    cJSON_AddItemToArray(xy, json_exact_number(sg->points[k][1]));
-                    cJSON_AddItemToArray(pts, xy);
-                }
-                cJSON_AddItemToArray(g, e);
-            }
-        }
-        cJSON_AddStringToObject(o, "answer", skill_text(r));
-    }
+static void print_plain(const skill_args *a, const tycho_request *r) {
     if (a->p.kind == SKILL_DETECT || a->p.kind == SKILL_POINT) {
-        cJSON *list = cJSON_AddArrayToObject(o, a->p.kind == SKILL_DETECT ? "objects" : "points");
-        for (int i = 0; i < skill_object_count(r); i++) {
-            const skill_object *ob = skill_object_at(r, i);
-            cJSON *e = cJSON_CreateObject();
-            if (a->p.kind == SKILL_DETECT) {
-                cJSON_AddItemToObject(e, "x_min", json_exact_number(ob->x_min));
-                cJSON_AddItemToObject(e, "y_min", json_exact_number(ob->y_min));
-                cJSON_AddItemToObject(e, "x_max", json_exact_number(ob->x_max));
-                cJSON_AddItemToObject(e, "y_max", json_exact_number(ob->y_max));
-            } else {
-                cJSON_AddItemToObject(e, "x", json_exact_number(ob->x));
-                cJSON_AddItemToObject(e, "y", json_exact_number(ob->y));
-            }
-            cJSON_AddItemToArray(list, e);
-        }
-    }
-    cJSON_AddStringToObject(o, "finish_reason", finish_name(skill_finish(r)));
-    cJSON *mt = cJSON_AddObjectToObject(o, "metrics");
-    cJSON_AddNumberToObject(mt, "input_tokens", st->prefix_tokens + skill_prompt_tokens(r));
-    cJSON_AddNumberToObject(mt, "output_tokens", skill_output_tokens(r));
-    cJSON_AddNumberToObject(mt, "prefill_time_ms", st->vision_ms + st->prefill_ms);
-    cJSON_AddNumberToObject(mt, "decode_time_ms", st->decode_ms);
-    cJSON_AddNumberToObject(mt, "ttft_ms", st->ttft_ms);
-    cJSON_AddNumberToObject(mt, "cached_tokens", 0);
-    char *s = cJSON_PrintUnformatted(o);
-    if (s) puts(s);
-    free(s);
-    cJSON_Delete(o);
-}
-
-static void print_plain(const skill_args *a, const skill_request *r) {
-    if (a->p.kind == SKILL_DETECT || a->p.kind == SKILL_POINT) {
-        for (int i = 0; i < skill_object_count(r); i++) {
-            const skill_object *o = skill_object_at(r, i);
-            if (a->p.kind == SKILL_DETECT)
-                printf("%.6f %.6f %.6f %.6f\n", o->x_min, o->y_min, o->x_max, o->y_max);
-            else
-                printf("%.6f %.6f\n", o->x, o->y);
+        for (int i = 0; i < tycho_request_object_count(r); i++) {
+            double v[4];
+            tycho_request_object(r, i, v);
+            if (a->p.kind == SKILL_DETECT) printf("%.6f %.6f %.6f %.6f\n", v[0], v[1], v[2], v[3]);
+            else printf("%.6f %.6f\n", v[0], v[1]);
         }
         return;
     }
-    if (skill_reasoning(r)) printf("reasoning: %s\nanswer: ", skill_reasoning(r));
-    if (!a->stream) fputs(skill_text(r), stdout);
+    if (tycho_request_reasoning(r)) printf("reasoning: %s\nanswer: ", tycho_request_reasoning(r));
+    if (!a->stream) fputs(tycho_request_text(r), stdout);
     putchar('\n');
 }
 
 // Writes the image with the request's boxes or points drawn on it.
-static ty_status draw_result(const skill_args *a, image_rgb *img, const skill_request *r, ty_err *err) {
-    int n = skill_object_count(r);
+static ty_status draw_result(const skill_args *a, const uint8_t *bytes, size_t len, const tycho_request *r,
+                             ty_err *err) {
+    image_rgb img = {0};
+    ty_status s = image_decode(&img, bytes, len, NULL, err);
+    int n = tycho_request_object_count(r);
     double(*v)[4] = calloc((size_t)(n ? n : 1), sizeof *v);
-    if (!v) return ty_err_set(err, TY_E_NOMEM, "out of memory");
-    for (int i = 0; i < n; i++) {
-        const skill_object *o = skill_object_at(r, i);
-        if (a->p.kind == SKILL_DETECT) {
-            v[i][0] = o->x_min, v[i][1] = o->y_min, v[i][2] = o->x_max, v[i][3] = o->y_max;
-        } else {
-            v[i][0] = o->x, v[i][1] = o->y;
-        }
+    double(*pts)[2] = calloc((size_t)(n ? n : 1), sizeof *pts);
+    if (s == TY_OK && (!v || !pts)) s = ty_err_set(err, TY_E_NOMEM, "out of memory");
+    for (int i = 0; s == TY_OK && i < n; i++) {
+        tycho_request_object(r, i, v[i]);
+        pts[i][0] = v[i][0], pts[i][1] = v[i][1];
     }
-    if (a->p.kind == SKILL_DETECT) {
-        image_draw_boxes(img, (const double(*)[4])v, n);
-    } else {
-        double(*pts)[2] = calloc((size_t)(n ? n : 1), sizeof *pts);
-        for (int i = 0; pts && i < n; i++) pts[i][0] = v[i][0], pts[i][1] = v[i][1];
-        if (pts) image_draw_points(img, (const double(*)[2])pts, n);
-        free(pts);
-    }
+    if (s == TY_OK && a->p.kind == SKILL_DETECT) image_draw_boxes(&img, (const double(*)[4])v, n);
+    if (s == TY_OK && a->p.kind == SKILL_POINT) image_draw_points(&img, (const double(*)[2])pts, n);
+    if (s == TY_OK) s = image_write_png(&img, a->draw, err);
     free(v);
-    return image_write_png(img, a->draw, err);
+    free(pts);
+    image_rgb_free(&img);
+    return s;
+}
+
+static const char *const LENGTHS[] = {"short", "normal", "long"};
+
+// The CLI's parsed arguments as API request parameters.
+static void to_request(const skill_args *a, const uint8_t *bytes, size_t len, tycho_request_params *p,
+                       tycho_spatial_ref *refs) {
+    static const tycho_skill skills[] = {TYCHO_SKILL_CAPTION, TYCHO_SKILL_QUERY, TYCHO_SKILL_DETECT,
+                                         TYCHO_SKILL_POINT};
+    tycho_request_params_default(p, skills[a->p.kind]);
+    p->image_bytes = bytes;
+    p->image_len = len;
+    p->length = LENGTHS[a->p.length];
+    p->question = a->p.question;
+    p->reasoning = a->p.reasoning;
+    p->object = a->p.object;
+    for (int i = 0; i < a->p.n_refs; i++) {
+        refs[i].n = a->p.refs[i].n;
+        memcpy(refs[i].v, a->p.refs[i].v, sizeof refs[i].v);
+    }
+    p->spatial_refs = refs;
+    p->n_spatial_refs = a->p.n_refs;
+    p->max_tokens = a->p.max_tokens;
+    p->temperature = a->p.temperature;
+    p->top_p = a->p.top_p;
+    p->max_objects = a->p.max_objects;
+    p->seed = a->p.seed;
+    p->has_seed = 1;
 }
 
 static int run_skill(int argc, char **argv, skill_kind kind) {
     skill_args a = {.cmd = argv[0]};
     skill_params_default(&a.p, kind);
+    if (kind == SKILL_DETECT || kind == SKILL_POINT) a.p.temperature = 0;
     a.p.seed = (uint64_t)time(NULL);  // sampled runs differ unless --seed is given
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
     ty_err err = {0};
-    hub_paths paths;
-    ty_backend *be = NULL;
-    md_model *m = NULL;
-    tokenizer *tok = NULL;
-    image_rgb img = {0};
-    skill_request *r = NULL;
-    generate_stats st = {0};
-    ty_status s = hub_resolve(a.model, &paths, &err);
-    if (s == TY_OK && a.image) s = image_load_file(&img, a.image, NULL, &err);
-    if (s == TY_OK) s = backend_cpu_init(&be, a.threads, &err);
-    if (s == TY_OK) s = md_model_init(&m, paths.model_dir, be, &err);
-    if (s == TY_OK) s = tokenizer_init_from_file(&tok, paths.tokenizer, &err);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    image_limits lim = image_limits_default();
+    ty_status s = a.image ? file_read_all(a.image, lim.max_encoded_bytes, &bytes, &len, &err) : TY_OK;
+    tycho_options o;
+    tycho_options_default(&o);
+    o.model = a.model;
+    o.threads = a.threads;
+    o.max_batch_size = 1;
+    tycho_engine *e = NULL;
+    tycho_request *r = NULL;
+    tycho_error te = {0};
+    if (s == TY_OK && (s = (ty_status)tycho_engine_init(&e, &o, &te)) != TY_OK) ty_err_set(&err, s, "%s", te.message);
     int streaming = a.stream && !a.json && (kind == SKILL_CAPTION || kind == SKILL_QUERY) && !a.p.reasoning;
-    if (s == TY_OK)
-        s = generate_one(m, tok, &(generate_image){.rgb = a.image ? &img : NULL}, &a.p, streaming ? print_chunk : NULL, NULL, &r, &st, &err);
-    if (s == TY_OK && a.draw) s = draw_result(&a, &img, r, &err);
     if (s == TY_OK) {
-        if (a.json)
-            print_json(&a, r, &st);
-        else
-            print_plain(&a, r);
+        tycho_request_params p;
+        tycho_spatial_ref refs[SKILL_MAX_REFS];
+        to_request(&a, bytes, len, &p, refs);
+        p.on_text = streaming ? print_chunk : NULL;
+        s = (ty_status)tycho_submit(e, &p, &r, &te);
+        if (s == TY_OK) s = (ty_status)tycho_wait(r, -1, &te);
+        if (s != TY_OK) ty_err_set(&err, s, "%s", te.message);
     }
-    skill_free(r);
-    tokenizer_free(tok);
-    md_model_free(m);
-    if (be) be->ops->free(be);
-    image_rgb_free(&img);
+    if (s == TY_OK && a.draw) s = draw_result(&a, bytes, len, r, &err);
+    if (s == TY_OK) {
+        if (a.json) {
+            char *json = tycho_request_json(r, 1);
+            if (json) puts(json);
+            tycho_free(json);
+        } else {
+            print_plain(&a, r);
+        }
+    }
+    tycho_request_free(r);
+    tycho_engine_free(e);
+    free(bytes);
     return s == TY_OK ? 0 : cli_fail(argv[0], &err);
 }
 

@@ -152,9 +152,14 @@ tycho_status tycho_submit(tycho_engine *e, const tycho_request_params *p, tycho_
     if (s == TY_OK) s = load_image(r, p, &te);
     int by_key = p->image_key && *p->image_key;
     int has_image = r->img.rgb || by_key;
-    if (s == TY_OK && by_key && (parse_key(p->image_key, &r->seq.image_key) || !e->sch.use_cache))
-        s = ty_err_set(&te, parse_key(p->image_key, &r->seq.image_key) ? TY_E_ARG : TY_E_NOT_FOUND,
-                       e->sch.use_cache ? "image_key must be 32 hex digits" : "image keys need the prefix cache (it is off)");
+    if (s == TY_OK && by_key) {
+        if (parse_key(p->image_key, &r->seq.image_key))
+            s = ty_err_set(&te, TY_E_ARG, "image_key must be 32 lowercase hex digits");
+        else if (!e->sch.use_cache)
+            s = ty_err_set(&te, TY_E_NOT_FOUND, "image keys need the prefix cache (it is off)");
+        else if (!r->seq.image_key.lo && !r->seq.image_key.hi)  // the text-only root's key: never an image's
+            s = ty_err_set(&te, TY_E_NOT_FOUND, "no image has this image_key");
+    }
     if (s == TY_OK && !has_image && p->skill != TYCHO_SKILL_QUERY)
         s = ty_err_set(&te, TY_E_ARG, "this skill needs an image");
     if (s == TY_OK && r->img.rgb) r->seq.image_key = engine_image_key(e, &r->img);

@@ -66,7 +66,11 @@ static void test_bad_requests(tycho_engine *e) {
     CHECK(tycho_submit(e, &p, &r, &err) == TYCHO_E_LIMIT && strstr(err.message, "context"));
     caption_params(&p, 10);
     p.image_key = "xyz";
-    CHECK(tycho_submit(e, &p, &r, &err) == TYCHO_E_ARG);
+    CHECK(tycho_submit(e, &p, &r, &err) == TYCHO_E_ARG && strstr(err.message, "one of"));  // bytes and a key
+    p.image_bytes = NULL;
+    CHECK(tycho_submit(e, &p, &r, &err) == TYCHO_E_ARG && strstr(err.message, "hex"));
+    p.image_key = "00000000000000000000000000000000";  // the text-only root's key must not pass for an image
+    CHECK(tycho_submit(e, &p, &r, &err) == TYCHO_E_NOT_FOUND);
     // The engine still serves.
     caption_params(&p, 4);
     CHECK(tycho_submit(e, &p, &r, &err) == TYCHO_OK);
