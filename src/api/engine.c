@@ -17,42 +17,6 @@
 
 enum { DEFAULT_PAGE_SIZE = 16, DEFAULT_MAX_BATCH = 16, DEFAULT_MAX_ROWS = 2048, DEFAULT_MAX_QUEUE = 4096 };
 
-// ---- the model as the scheduler sees it ----------------------------------------
-
-static ty_status model_encode(void *ctx, int n, void *const *images, float *const *embeds, ty_err *err) {
-    tycho_engine *e = ctx;
-    image_crops *crops = calloc((size_t)n, sizeof *crops);
-    md_vision_image *ims = calloc((size_t)n, sizeof *ims);
-    uint8_t **pix = calloc((size_t)n, sizeof *pix);
-    ty_status s = crops && ims && pix ? TY_OK : ty_err_set(err, TY_E_NOMEM, "out of memory");
-    size_t crop_bytes = (size_t)IMAGE_CROP_SIZE * IMAGE_CROP_SIZE * 3;
-    for (int i = 0; i < n && s == TY_OK; i++) {
-        s = image_make_crops(&crops[i], images[i], err);
-        if (s != TY_OK) break;
-        pix[i] = malloc(crop_bytes * (size_t)crops[i].n_crops);
-        if (!pix[i]) {
-            s = ty_err_set(err, TY_E_NOMEM, "out of memory");
-            break;
-        }
-        for (int c = 0; c < crops[i].n_crops; c++) image_crop_copy(&crops[i], c, pix[i] + crop_bytes * (size_t)c);
-        ims[i] = (md_vision_image){pix[i], crops[i].n_crops, crops[i].tiling.rows, crops[i].tiling.cols};
-    }
-    if (s == TY_OK) s = md_vision_encode_batch(e->m, n, ims, NULL, embeds, err);
-    for (int i = 0; crops && pix && i < n; i++) {
-        image_crops_free(&crops[i]);
-        free(pix[i]);
-    }
-    free(crops);
-    free(ims);
-    free(pix);
-    return s;
-}
-
-static ty_status model_forward(void *ctx, const md_text_step *step, ty_err *err) {
-    tycho_engine *e = ctx;
-    return md_text_forward(e->m, &e->kv, step, err);
-}
-
 // ---- a request as the scheduler sees it ----------------------------------------
 
 static const skill_feed *seq_next_feed(void *owner) {
@@ -239,14 +203,14 @@ ty_status engine_init(tycho_engine **out, const tycho_options *o, ty_err *err) {
             s = ty_err_set(err, TY_E_ARG, "the KV budget gives %lld pages of %d positions: need at least one",
                            (long long)n_pages, page_size);
         e->model_key = model_fingerprint(e->m, paths.model_dir);
-        sched_model sm = {.ctx = e, .dim = c->dim, .vocab = c->vocab_size, .max_context = c->max_context,
-                          .prefix_len = 1 + MD_PATCHES, .bos_id = e->m->cfg.tok.bos_id,
-                          .encode_images = model_encode, .forward = model_forward};
         sched_options so = {.n_pages = (int)n_pages, .page_size = page_size, .max_batch = max_batch,
                             .max_rows = o->max_batch_tokens ? o->max_batch_tokens : DEFAULT_MAX_ROWS,
                             .use_cache = o->prefix_cache};
-        if (s == TY_OK) s = md_kv_cache_init(e->m, &e->kv, so.n_pages, page_size, err);
-        if (s == TY_OK) s = sched_init(&e->sch, &sm, &so, err);
+        if (s == TY_OK) s = md_runner_init(&e->run, e->m, so.n_pages, page_size, err);
+        if (s == TY_OK) {
+            sched_model sm = md_runner_model(&e->run);
+            s = sched_init(&e->sch, &sm, &so, err);
+        }
         if (s == TY_OK) e->sch_ready = 1;
     }
     if (s == TY_OK && pthread_create(&e->thread, NULL, engine_main, e)) s = ty_err_set(err, TY_E_NOMEM, "cannot start the engine thread");
@@ -270,7 +234,7 @@ void engine_free(tycho_engine *e) {
         pthread_join(e->thread, NULL);
     }
     if (e->sch_ready) sched_free(&e->sch);
-    if (e->m) md_kv_cache_free(e->m, &e->kv);
+    md_runner_free(&e->run);
     tokenizer_free(e->tok);
     md_model_free(e->m);
     if (e->be) e->be->ops->free(e->be);

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "engine/md_runner.h"
 #include "engine/scheduler.h"
 #include "engine/skill.h"
 #include "io/image.h"
@@ -18,7 +19,7 @@ struct tycho_engine {
     ty_backend *be;
     md_model *m;
     tokenizer *tok;
-    md_kv_cache kv;
+    md_runner run;
     scheduler sch;
     int sch_ready;
     uint64_t model_key;  // seeds image hashes: keys of one model never match another's
@@ -42,6 +43,7 @@ struct tycho_request {
     skill_request *sk;  // NULL for TYCHO_SKILL_ENCODE_IMAGE
     sched_seq seq;
     image_rgb img;
+    md_runner_image image;  // what the scheduler hands the vision tower
     char image_key[33];
     _Atomic int cancel;
     tycho_request *next, *prev;  // incoming queue, then the engine's in-flight list

@@ -184,7 +184,8 @@ tycho_status tycho_submit(tycho_engine *e, const tycho_request_params *p, tycho_
         if (s == TY_OK) r->seq.max_positions = skill_max_positions(r->sk);
     }
     r->seq.has_image = has_image;
-    r->seq.image = r->img.rgb ? &r->img : NULL;
+    r->image.rgb = &r->img;
+    r->seq.image = r->img.rgb ? &r->image : NULL;
     if (s == TY_OK) s = engine_submit(e, r, &te);
     if (s != TY_OK) {
         request_destroy(r);

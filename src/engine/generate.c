@@ -2,120 +2,83 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-enum { PAGE_SIZE = 64 };
+#include "engine/md_runner.h"
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
+enum { PAGE_SIZE = 16 };
 
 ty_status generate_image_embeds(md_model *m, const image_rgb *img, float *embeds, ty_err *err) {
-    image_crops crops;
-    ty_status s = image_make_crops(&crops, img, err);
-    if (s != TY_OK) return s;
-    size_t crop_bytes = (size_t)IMAGE_CROP_SIZE * IMAGE_CROP_SIZE * 3;
-    uint8_t *pix = malloc(crop_bytes * (size_t)crops.n_crops);
-    if (!pix) {
-        image_crops_free(&crops);
-        return ty_err_set(err, TY_E_NOMEM, "out of memory");
-    }
-    for (int i = 0; i < crops.n_crops; i++) image_crop_copy(&crops, i, pix + crop_bytes * (size_t)i);
-    s = md_vision_encode(m, pix, crops.n_crops, crops.tiling.rows, crops.tiling.cols, NULL, embeds, err);
-    free(pix);
-    image_crops_free(&crops);
-    return s;
+    md_runner r = {.m = m};  // the tower needs no KV cache
+    sched_model sm = md_runner_model(&r);
+    md_runner_image im = {.rgb = img};
+    void *images[1] = {&im};
+    float *out[1] = {embeds};
+    return sm.encode_images(sm.ctx, 1, images, out, err);
 }
 
-// One forward of `n` rows of sequence 0 starting at pos; outputs of the last row.
-static ty_status run_rows(md_model *m, md_kv_cache *kv, const int32_t *pages, int prefix, int pos, int n,
-                          const int32_t *ids, const float *embeds, float *logits, float *hidden, ty_err *err) {
-    int32_t *seq = calloc((size_t)n, sizeof *seq), *p = malloc((size_t)n * sizeof *p);
-    if (!seq || !p) {
-        free(seq);
-        free(p);
-        return ty_err_set(err, TY_E_NOMEM, "out of memory");
-    }
-    for (int i = 0; i < n; i++) p[i] = pos + i;
-    int32_t kv_len = pos + n, last = n - 1;
-    const int32_t *page_tables[1] = {pages};
-    ty_batch b = {.n_rows = n, .seq = seq, .pos = p, .n_seqs = 1, .prefix = &prefix, .kv_len = &kv_len,
-                  .pages = page_tables};
-    md_text_step step = {.batch = &b, .ids = ids, .embeds = embeds, .n_out = 1, .out_rows = &last,
-                         .logits = logits, .hidden = hidden};
-    ty_status s = md_text_forward(m, kv, &step, err);
-    free(seq);
-    free(p);
-    return s;
+typedef struct {
+    skill_request *r;
+    float *first_logits;  // NULL, or (vocab) to fill from the first consumed outputs
+    int vocab, consumed;
+    ty_status status;
+    ty_err err;
+    int done;
+} one_seq;
+
+static const skill_feed *one_next(void *owner) { return skill_next_feed(((one_seq *)owner)->r); }
+
+static ty_status one_consume(void *owner, float *logits, const float *hidden, ty_err *err) {
+    one_seq *o = owner;
+    if (!o->consumed++ && o->first_logits) memcpy(o->first_logits, logits, (size_t)o->vocab * sizeof(float));
+    return skill_consume(o->r, logits, hidden, err);
 }
+
+static void one_done(void *owner, ty_status st, const ty_err *err) {
+    one_seq *o = owner;
+    o->done = 1;
+    o->status = st;
+    if (st != TY_OK && err) o->err = *err;
+}
+
+static const sched_seq_ops ONE_OPS = {one_next, one_consume, one_done};
 
 ty_status generate_one(md_model *m, const tokenizer *tok, const generate_image *image, const skill_params *params,
                        skill_text_fn on_text, void *user, skill_request **out, generate_stats *stats, ty_err *err) {
     *out = NULL;
-    generate_stats st = {0};
     const md_text_config *c = &m->cfg.text;
     skill_params p = *params;
-    int has_image = image && (image->rgb || image->embeds);
-    p.has_image = has_image;
-    if (!has_image && p.kind != SKILL_QUERY) return ty_err_set(err, TY_E_ARG, "this skill needs an image");
-    int n_pages = (c->max_context + PAGE_SIZE - 1) / PAGE_SIZE;
-    int32_t *pages = malloc((size_t)n_pages * sizeof *pages);
-    float *logits = malloc((size_t)c->vocab_size * sizeof(float)), *hidden = malloc((size_t)c->dim * sizeof(float));
-    int own_embeds = has_image && !image->embeds;
-    float *embeds = own_embeds ? malloc((size_t)MD_PATCHES * c->dim * sizeof(float)) : NULL;
-    md_kv_cache kv = {0};
-    skill_request *r = NULL;
-    ty_status s = TY_OK;
-    if (!pages || !logits || !hidden || (own_embeds && !embeds)) s = ty_err_set(err, TY_E_NOMEM, "out of memory");
-    for (int i = 0; pages && i < n_pages; i++) pages[i] = i;
-    if (s == TY_OK) s = md_kv_cache_init(m, &kv, n_pages, PAGE_SIZE, err);
-    double t0 = now_ms();
-    int prefix = 0;
-    if (s == TY_OK && has_image) {
-        // BOS + 729 image embeddings: positions 0..729, attending bidirectionally.
-        if (own_embeds) s = generate_image_embeds(m, image->rgb, embeds, err);
-        st.vision_ms = now_ms() - t0;
-        prefix = 1 + MD_PATCHES;
-        int32_t *ids = s == TY_OK ? malloc((size_t)prefix * sizeof *ids) : NULL;
-        if (s == TY_OK && !ids) s = ty_err_set(err, TY_E_NOMEM, "out of memory");
-        if (s == TY_OK) {
-            ids[0] = m->cfg.tok.bos_id;
-            for (int i = 1; i < prefix; i++) ids[i] = -1;
-            s = run_rows(m, &kv, pages, prefix, 0, prefix, ids, own_embeds ? embeds : image->embeds, logits, hidden,
-                         err);
-        }
-        free(ids);
-        st.prefix_tokens = prefix;
+    p.has_image = image && (image->rgb || image->embeds);
+    if (!p.has_image && p.kind != SKILL_QUERY) return ty_err_set(err, TY_E_ARG, "this skill needs an image");
+    int start = p.has_image ? 1 + MD_PATCHES : 0;
+    one_seq o = {.first_logits = stats ? stats->first_logits : NULL, .vocab = c->vocab_size};
+    ty_status s = skill_init(&o.r, m, tok, &p, start, on_text, user, err);
+    if (s != TY_OK) return s;
+    md_runner run;
+    scheduler sch;
+    int n_pages = (c->max_context + PAGE_SIZE - 1) / PAGE_SIZE, have_sched = 0;
+    s = md_runner_init(&run, m, n_pages, PAGE_SIZE, err);
+    if (s == TY_OK) {
+        sched_model sm = md_runner_model(&run);
+        sched_options so = {.n_pages = n_pages, .page_size = PAGE_SIZE, .max_batch = 1,
+                            .max_rows = c->max_context > start ? c->max_context : start, .use_cache = 0};
+        s = sched_init(&sch, &sm, &so, err);
+        have_sched = s == TY_OK;
     }
-    if (s == TY_OK) s = skill_init(&r, m, tok, &p, prefix, on_text, user, err);
-    int first = 1;
-    const skill_feed *f;
-    while (s == TY_OK && (f = skill_next_feed(r))) {
-        double ts = now_ms();
-        s = run_rows(m, &kv, pages, prefix, skill_pos(r), f->n_rows, f->ids, f->embeds, logits, hidden, err);
-        if (s == TY_OK && first && stats && stats->first_logits)
-            memcpy(stats->first_logits, logits, (size_t)c->vocab_size * sizeof(float));
-        if (s == TY_OK) s = skill_consume(r, logits, hidden, err);
-        if (first) {
-            st.prefill_ms = now_ms() - t0 - st.vision_ms;
-            st.ttft_ms = now_ms() - t0;
-            first = 0;
-        } else {
-            st.decode_ms += now_ms() - ts;
-        }
-    }
-    if (s != TY_OK && r) skill_abort(r, FINISH_ERROR);
-    md_kv_cache_free(m, &kv);
-    free(pages);
-    free(logits);
-    free(hidden);
-    free(embeds);
+    md_runner_image im = {.rgb = image ? image->rgb : NULL, .embeds = image ? image->embeds : NULL};
+    sched_seq q = {.ops = &ONE_OPS, .owner = &o, .has_image = p.has_image, .image = &im,
+                   .max_positions = skill_max_positions(o.r)};
+    double t0 = sched_now_ms();
+    if (s == TY_OK) s = sched_submit(&sch, &q, err);
+    for (int idle = 0; s == TY_OK && !o.done && !idle;) sched_step(&sch, &idle);
+    if (s == TY_OK && o.status != TY_OK) s = ty_err_set(err, o.status, "%s", o.err.msg);
+    if (s != TY_OK) skill_abort(o.r, FINISH_ERROR);
     if (stats) {
-        st.first_logits = stats->first_logits;
-        *stats = st;
+        double first = q.t_first ? q.t_first : sched_now_ms();
+        *stats = (generate_stats){.prefill_ms = first - t0, .decode_ms = sched_now_ms() - first, .ttft_ms = first - t0,
+                                  .prefix_tokens = start, .first_logits = stats->first_logits};
     }
-    *out = r;
+    if (have_sched) sched_free(&sch);
+    md_runner_free(&run);
+    *out = o.r;
     return s;
 }

@@ -1,7 +1,7 @@
-// Runs one request to completion as a batch of one: vision tower, the
-// BOS + image prefix, then the skill's feeds one forward at a time. The
-// scheduler (continuous batching over many requests) drives the same model
-// and skill interfaces; this is the path the CLI uses until it exists.
+// Runs one request to completion, synchronously on the calling thread,
+// through the scheduler as a batch of one (the engine's path, without its
+// thread, queue or prefix cache): for tests and tools that want the first
+// logits or precomputed image embeddings.
 #ifndef TYCHO_ENGINE_GENERATE_H
 #define TYCHO_ENGINE_GENERATE_H
 
@@ -9,7 +9,7 @@
 #include "io/image.h"
 
 typedef struct {
-    double vision_ms, prefill_ms, decode_ms, ttft_ms;
+    double prefill_ms, decode_ms, ttft_ms;  // prefill includes the vision tower
     int prefix_tokens;
     float *first_logits;  // in: NULL or (vocab) to receive the logits of the first generated position
 } generate_stats;
