@@ -14,6 +14,8 @@ static const struct {
     {"point", cmd_point, "point --model M IMAGE --object NAME [--max-objects N] [--draw OUT.png]"},
     {"batch", cmd_batch, "batch --model M FILE.jsonl [--max-batch-size N] [--kv-pages N] [--no-prefix-cache] [--seed S]\n"
                          "                                   JSON lines of API requests -> one result line each, in order"},
+    {"serve", cmd_serve, "serve --model M [--host 127.0.0.1] [--port 2020] [--api-key K]\n"
+                         "                                   HTTP server: Moondream API + OpenAI chat (serve --help)"},
     {"tokenize", cmd_tokenize, "tokenize --tokenizer FILE.json   JSON lines {\"text\"} on stdin -> {\"ids\",\"decoded\"}"},
     {"preprocess", cmd_preprocess, "preprocess IMAGE --out DIR        tiling and crops of an image"},
     {"inspect", cmd_inspect, "inspect MODEL [--values N]        list the tensors of a safetensors checkpoint"},

@@ -317,7 +317,28 @@ void request_json_free(request_json *r) {
     free(r->question);
     free(r->object);
     free(r->image);
+    image_rgb_free(&r->pixels);
     request_json_init(r);
+}
+
+ty_status request_json_decode_image(request_json *r, int64_t max_pixels, request_json_error *e) {
+    if (!r->image) return TY_OK;
+    image_limits lim = image_limits_default();
+    if (max_pixels > 0) lim.max_pixels = max_pixels;
+    lim.max_encoded_bytes = r->image_len;  // already bounded by max_image_bytes
+    ty_err ie = {0};
+    ty_status st = image_decode(&r->pixels, r->image, r->image_len, &lim, &ie);
+    const char *why = strncmp(ie.msg, "image: ", 7) ? ie.msg : ie.msg + 7;
+    if (st != TY_OK) return fail(e, st, "image_url", "image_url: %s", why);
+    free(r->image);
+    r->image = NULL;
+    r->image_len = 0;
+    r->params.image_bytes = NULL;
+    r->params.image_len = 0;
+    r->params.image_rgb = r->pixels.rgb;
+    r->params.image_width = r->pixels.width;
+    r->params.image_height = r->pixels.height;
+    return TY_OK;
 }
 
 static ty_status parse_image(request_json *r, const cJSON *body, tycho_skill skill, const request_json_options *o,

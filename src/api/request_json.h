@@ -45,6 +45,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "io/image.h"
 #include "tycho.h"
 
 #define REQUEST_JSON_MAX_REFS 16             // the skills' limit (engine/skill.h SKILL_MAX_REFS)
@@ -68,6 +69,7 @@ typedef struct {
     char length[8];               // "short" | "normal" | "long" | ""
     uint8_t *image;               // owned decoded image bytes (image_len of them)
     size_t image_len;
+    image_rgb pixels;             // owned pixels after request_json_decode_image
     tycho_spatial_ref refs[REQUEST_JSON_MAX_REFS];
 } request_json;
 
@@ -86,6 +88,16 @@ ty_status request_json_parse_text(request_json *r, const char *text, size_t len,
 // Parses text as one JSON value (whitespace around it allowed, nothing else);
 // TY_E_FORMAT (param "") otherwise. Free *out with cJSON_Delete.
 ty_status request_json_body_parse(const char *text, size_t len, cJSON **out, request_json_error *err);
+
+// Decodes the image bytes into pixels on the calling thread, bounded by
+// max_pixels (width * height from the file's header, checked before any pixel
+// is decoded; <= 0: the image module's default), frees the encoded bytes and
+// points the params at the pixels (image_rgb, image_width, image_height).
+// The server does this so it can bound pixels below the engine's own limit
+// and say which field is at fault. TY_E_FORMAT / TY_E_UNSUPPORTED for bytes
+// that are not a readable image, TY_E_LIMIT over max_pixels (param
+// "image_url"). Does nothing for a request without image bytes.
+ty_status request_json_decode_image(request_json *r, int64_t max_pixels, request_json_error *err);
 
 // "caption" | "query" | "detect" | "point" -> skill. TY_E_ARG (param "skill") otherwise.
 ty_status request_json_skill_parse(const cJSON *value, tycho_skill *out, request_json_error *err);
