@@ -173,18 +173,13 @@ static void slot_fail(batch_slot *s, ty_status code, const char *param, const ch
     snprintf(s->message, sizeof s->message, "%s", message);
 }
 
-// {"error": {...}} for a line that never ran, in the form tycho_request_json
-// gives a failed request (type: the status name, code: its number), plus the
-// field at fault.
+// {"error": {...}} for a line that never ran, in the API's error form, with
+// the field at fault.
 static cJSON *slot_error_json(const batch_slot *s) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON *e = cJSON_AddObjectToObject(o, "error");
-    cJSON_AddStringToObject(e, "message", s->message);
-    cJSON_AddStringToObject(e, "type", tycho_status_name((tycho_status)s->code));
-    if (s->param[0]) cJSON_AddStringToObject(e, "param", s->param);
-    else cJSON_AddNullToObject(e, "param");
-    cJSON_AddNumberToObject(e, "code", s->code);
-    return o;
+    char *text = tycho_error_json((tycho_status)s->code, s->message, s->param);
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    tycho_free(text);
+    return o ? o : cJSON_CreateObject();
 }
 
 // The line's id as JSON text (malloc'd): its own "id", else its line number.

@@ -65,6 +65,14 @@ typedef struct {
 // Short stable name of a status: "ok", "invalid_argument", "limit", "busy", ...
 TYCHO_API const char *tycho_status_name(tycho_status s);
 
+// The OpenAI-style error body every frontend sends:
+// {"error": {"message", "type", "param", "code"}} with type
+// "invalid_request_error" (bad input: arg, format, unsupported, limit,
+// not_found), "rate_limit_error" (busy), "timeout_error", "cancelled" or
+// "server_error", param the request field at fault or null, and code the
+// status name. Free with tycho_free.
+TYCHO_API char *tycho_error_json(tycho_status code, const char *message, const char *param);
+
 // ---- engine ----------------------------------------------------------------
 
 typedef struct tycho_engine tycho_engine;
@@ -73,7 +81,7 @@ typedef struct {
     const char *model;       // model directory, or a Hugging Face repo id in the local cache ("vikhyatk/moondream2")
     const char *device;      // "cpu" (NULL: cpu)
     int threads;             // CPU threads; <= 0: every core
-    int64_t kv_cache_bytes;  // KV budget in bytes; 0: room for max_batch_size requests of 2048 positions
+    int64_t kv_cache_bytes;  // KV budget in bytes; 0: max(max_batch_size, 8) full contexts, at most 4 GiB
     int kv_cache_pages;      // > 0: the KV budget in pages (overrides kv_cache_bytes)
     int page_size;           // positions per KV page; 0: 16
     int max_batch_size;      // requests running at once (more wait in the queue); 0: 16
@@ -207,7 +215,7 @@ TYCHO_API void tycho_request_metrics(const tycho_request *r, tycho_metrics *m);
 // The Moondream API response body: {"caption"} | {"answer", "reasoning"?} |
 // {"objects"} | {"points"} | {"image_key"}, plus "finish_reason" and, when
 // with_metrics, "metrics" (the names of tycho_metrics). For a failed request:
-// {"error": {"message", "type", "code"}}. Free with tycho_free.
+// the body of tycho_error_json. Free with tycho_free.
 TYCHO_API char *tycho_request_json(const tycho_request *r, int with_metrics);
 
 TYCHO_API void tycho_free(void *p);

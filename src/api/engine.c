@@ -194,8 +194,12 @@ ty_status engine_init(tycho_engine **out, const tycho_options *o, ty_err *err) {
         int64_t bytes_per_pos = (int64_t)c->n_layers * 2 * c->n_kv_heads * (c->dim / c->n_heads) * (int64_t)sizeof(float);
         int64_t n_pages = o->kv_cache_pages;
         if (!n_pages) {
-            int64_t bytes = o->kv_cache_bytes ? o->kv_cache_bytes
-                                              : (int64_t)max_batch * c->max_context * bytes_per_pos;
+            // Default: room for max(max_batch, 8) full contexts (running requests
+            // plus cached image prefixes), at most 4 GiB, at least one context.
+            int64_t contexts = max_batch > 8 ? max_batch : 8, ctx_bytes = (int64_t)c->max_context * bytes_per_pos;
+            int64_t bytes = contexts * ctx_bytes;
+            if (bytes > ((int64_t)4 << 30)) bytes = (int64_t)4 << 30 > ctx_bytes ? (int64_t)4 << 30 : ctx_bytes;
+            if (o->kv_cache_bytes) bytes = o->kv_cache_bytes;
             n_pages = bytes / (bytes_per_pos * page_size);
         }
         if (page_size > 4096) s = ty_err_set(err, TY_E_ARG, "page_size must be at most 4096");

@@ -23,6 +23,38 @@ static tycho_status fail(tycho_error *out, const ty_err *e) {
 
 const char *tycho_status_name(tycho_status s) { return ty_status_name((ty_status)s); }
 
+static const char *error_type(tycho_status s) {
+    switch (s) {
+    case TYCHO_E_ARG:
+    case TYCHO_E_FORMAT:
+    case TYCHO_E_UNSUPPORTED:
+    case TYCHO_E_LIMIT:
+    case TYCHO_E_NOT_FOUND: return "invalid_request_error";
+    case TYCHO_E_BUSY: return "rate_limit_error";
+    case TYCHO_E_TIMEOUT: return "timeout_error";
+    case TYCHO_E_CANCELLED: return "cancelled";
+    default: return "server_error";
+    }
+}
+
+static void add_error(cJSON *o, tycho_status code, const char *message, const char *param) {
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", message ? message : "");
+    cJSON_AddStringToObject(e, "type", error_type(code));
+    if (param && *param) cJSON_AddStringToObject(e, "param", param);
+    else cJSON_AddNullToObject(e, "param");
+    cJSON_AddStringToObject(e, "code", tycho_status_name(code));
+}
+
+char *tycho_error_json(tycho_status code, const char *message, const char *param) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    add_error(o, code, message, param);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
 void tycho_options_default(tycho_options *o) {
     memset(o, 0, sizeof *o);
     o->device = "cpu";
@@ -349,10 +381,7 @@ char *tycho_request_json(const tycho_request *r, int with_metrics) {
     ty_err err = r->err;
     pthread_mutex_unlock((pthread_mutex_t *)&r->mu);
     if (done && st != TY_OK && st != TY_E_CANCELLED) {
-        cJSON *e = cJSON_AddObjectToObject(o, "error");
-        cJSON_AddStringToObject(e, "message", err.msg);
-        cJSON_AddStringToObject(e, "type", ty_status_name(st));
-        cJSON_AddNumberToObject(e, "code", st);
+        add_error(o, (tycho_status)st, err.msg, NULL);
     } else {
         add_results(o, r);
         cJSON_AddStringToObject(o, "finish_reason", done ? finish_name(r) : "running");
