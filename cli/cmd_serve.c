@@ -31,11 +31,12 @@ static const char serve_help[] =
     "  --max-body-bytes N      request body limit (default 20 MiB; 413 beyond)\n"
     "  --max-image-bytes N     decoded image limit (default 10 MiB; 413 beyond)\n"
     "  --max-image-pixels N    width x height limit (default 50000000; 413 beyond)\n"
-    "  --timeout S             per-request limit in seconds (default 600; then 504)\n"
+    "  --timeout S             per-request limit in seconds, fractions allowed (default 600; then 504)\n"
     "  --http-threads N        HTTP worker threads (default 4)\n"
     "  --max-connections N     open connections (default 1024)\n"
     "  --idle-timeout S        close idle keep-alive connections after S seconds (default 60)\n"
     "  --shutdown-timeout S    on SIGTERM/SIGINT, let requests finish for S seconds (default 30)\n"
+    "  --max-tokens N          max_tokens of requests that set none (default 768, the reference's)\n"
     "  --seed S                seed for requests that bring none (reproducible sampling)\n"
     "  --verbose               log every request\n"
     "\n"
@@ -53,6 +54,14 @@ static int parse_num(const char *s, long long lo, long long hi, long long *out) 
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (!*s || *end || errno || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_seconds(const char *s, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v > 0 && v <= 1e7)) return -1;
     *out = v;
     return 0;
 }
@@ -97,11 +106,12 @@ static int serve_parse_args(int argc, char **argv, server_options *o) {
         else if (!strcmp(a, "--max-body-bytes")) bad = parse_num(v, 1024, 1LL << 32, &n) || (o->max_body_bytes = (size_t)n, 0);
         else if (!strcmp(a, "--max-image-bytes")) bad = parse_num(v, 1, 1LL << 32, &n) || (o->max_image_bytes = (size_t)n, 0);
         else if (!strcmp(a, "--max-image-pixels")) bad = parse_num(v, 1, 1LL << 27, &n) || (o->max_image_pixels = n, 0);
-        else if (!strcmp(a, "--timeout")) bad = parse_num(v, 1, 1 << 24, &n) || (o->request_timeout_s = (int)n, 0);
+        else if (!strcmp(a, "--timeout")) bad = parse_seconds(v, &o->request_timeout_s);
         else if (!strcmp(a, "--http-threads")) bad = parse_num(v, 1, 256, &n) || (o->http_threads = (int)n, 0);
         else if (!strcmp(a, "--max-connections")) bad = parse_num(v, 1, 1 << 20, &n) || (o->max_connections = (int)n, 0);
         else if (!strcmp(a, "--idle-timeout")) bad = parse_num(v, 1, 1 << 24, &n) || (o->idle_timeout_s = (int)n, 0);
         else if (!strcmp(a, "--shutdown-timeout")) bad = parse_num(v, 0, 1 << 24, &n) || (o->shutdown_timeout_s = (int)n, 0);
+        else if (!strcmp(a, "--max-tokens")) bad = parse_num(v, 1, 1 << 20, &n) || (o->default_max_tokens = (int)n, 0);
         else if (!strcmp(a, "--seed")) bad = parse_num(v, 0, 0x7fffffffffffffffLL, &n) || (o->seed = (uint64_t)n, o->has_seed = 1, 0);
         else {
             fprintf(stderr, "tycho serve: unknown option %s (tycho serve --help)\n", a);

@@ -408,6 +408,7 @@ ty_status request_json_parse(request_json *r, const cJSON *body, tycho_skill ski
     }
     if (!cJSON_IsObject(body)) return fail(e, TY_E_ARG, "", "the request body must be a JSON object");
     tycho_request_params_default(&r->params, skill);
+    if (o && o->default_max_tokens > 0) r->params.max_tokens = o->default_max_tokens;
     ty_status st = parse_fields(r, body, skill, o, e);
     if (st != TY_OK) request_json_free(r);
     return st;

@@ -55,6 +55,7 @@ typedef struct {
     size_t max_image_bytes;  // decoded image bytes (0: REQUEST_JSON_DEFAULT_IMAGE_BYTES)
     int allow_image_path;    // accept "image": PATH (tycho batch; never the server)
     const char *base_dir;    // where relative image paths are resolved (NULL: the working directory)
+    int default_max_tokens;  // max_tokens when settings has none (0: the reference's 768); a server's choice
 } request_json_options;
 
 typedef struct {

@@ -183,7 +183,7 @@ int srv_end_error(srv_req *q, tycho_error *te, const char **code) {
     int status = srv_status_for(st, 1, q);
     *code = tycho_status_name(st);
     if (st == TYCHO_E_CANCELLED && q->timed_out) {
-        snprintf(te->message, sizeof te->message, "the request ran past the server's limit of %d s",
+        snprintf(te->message, sizeof te->message, "the request ran past the server's limit of %g s",
                  q->s->o.request_timeout_s);
         *code = "timeout";
     } else if (st == TYCHO_E_CANCELLED) {

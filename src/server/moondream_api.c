@@ -27,7 +27,7 @@ enum MHD_Result md_handle(srv_req *q) {
     request_json rj;
     request_json_init(&rj);
     request_json_error e;
-    request_json_options ro = {.max_image_bytes = s->o.max_image_bytes};
+    request_json_options ro = {.max_image_bytes = s->o.max_image_bytes, .default_max_tokens = s->o.default_max_tokens};
     ty_status st = request_json_parse_text(&rj, q->body ? q->body : "", q->body_len, skill, &ro, &e);
     if (st == TY_OK) st = request_json_decode_image(&rj, s->o.max_image_pixels, &e);
     enum MHD_Result ret;

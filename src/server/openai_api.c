@@ -237,7 +237,7 @@ enum MHD_Result oa_handle_chat(srv_req *q) {
     }
     cJSON_AddItemToObject(md, "question", cJSON_CreateString(question.data ? question.data : ""));
     if (image) cJSON_AddItemToObject(md, "image_url", cJSON_CreateStringReference(image));  // no copy of the base64
-    request_json_options ro = {.max_image_bytes = s->o.max_image_bytes};
+    request_json_options ro = {.max_image_bytes = s->o.max_image_bytes, .default_max_tokens = s->o.default_max_tokens};
     ty_status st = request_json_parse(&rj, md, TYCHO_SKILL_QUERY, &ro, &je);
     if (st == TY_OK) st = request_json_decode_image(&rj, s->o.max_image_pixels, &je);
     if (st != TY_OK) {

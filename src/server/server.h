@@ -29,9 +29,10 @@ typedef struct {
     int64_t max_image_pixels;   // width * height (default 50 Mpx)
     int http_threads;           // libmicrohttpd worker threads (default 4)
     int max_connections;        // open connections (default 1024)
-    int request_timeout_s;      // submit to the end of a request (default 600); then 504 / an error event
+    double request_timeout_s;   // submit to the end of a request (default 600); then 504 / an error event
     int idle_timeout_s;         // an idle keep-alive connection is closed after this (default 60)
     int shutdown_timeout_s;     // SIGTERM: how long in-flight requests may finish (default 30)
+    int default_max_tokens;     // max_tokens of requests that set none (0: the reference's 768)
     int has_seed;               // give requests without a seed this one (reproducible sampling)
     uint64_t seed;
     int verbose;                // one log line per request on stderr

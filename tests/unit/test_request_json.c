@@ -403,6 +403,69 @@ static void test_settings(void) {
     }
 }
 
+// A server's own default for max_tokens applies only where settings give none.
+static void test_default_max_tokens(void) {
+    request_json r;
+    request_json_error e;
+    request_json_options o = {.default_max_tokens = 48};
+    request_json_init(&r);
+    const char *plain = "{\"question\": \"q\"}", *set = "{\"question\": \"q\", \"settings\": {\"max_tokens\": 5}}";
+    CHECK(request_json_parse_text(&r, plain, strlen(plain), TYCHO_SKILL_QUERY, &o, &e) == TY_OK);
+    CHECK(r.params.max_tokens == 48);
+    CHECK(request_json_parse_text(&r, set, strlen(set), TYCHO_SKILL_QUERY, &o, &e) == TY_OK);
+    CHECK(r.params.max_tokens == 5);
+    o.default_max_tokens = 0;
+    CHECK(request_json_parse_text(&r, plain, strlen(plain), TYCHO_SKILL_QUERY, &o, &e) == TY_OK);
+    CHECK(r.params.max_tokens == 768);
+    request_json_free(&r);
+}
+
+// request_json_decode_image: the pixels image_decode gives, the bytes freed,
+// the pixel limit and bad bytes reported on image_url.
+static void test_decode_image(void) {
+    uint8_t *png;
+    size_t n;
+    ty_err fe = {0};
+    CHECK(file_read_all(TEST_DATA("golden/images/c_96x64.png"), 1 << 20, &png, &n, &fe) == TY_OK);
+    char *b64 = b64_encode(png, n);
+    size_t body_cap = strlen(b64) + 100;
+    char *body = malloc(body_cap);
+    snprintf(body, body_cap, "{\"image_url\": \"data:image/png;base64,%s\"}", b64);
+    request_json r;
+    request_json_error e;
+    request_json_init(&r);
+    CHECK(parse(&r, TYCHO_SKILL_CAPTION, body, &e) == TY_OK);
+    CHECK(request_json_decode_image(&r, 0, &e) == TY_OK);
+    image_rgb want;
+    CHECK(image_decode(&want, png, n, NULL, &fe) == TY_OK);
+    CHECK(r.params.image_bytes == NULL && r.params.image_len == 0 && r.image == NULL);
+    CHECK(r.params.image_width == 96 && r.params.image_height == 64 && r.params.image_rgb == r.pixels.rgb);
+    CHECK(want.rgb && r.pixels.rgb && !memcmp(want.rgb, r.pixels.rgb, (size_t)96 * 64 * 3));
+    image_rgb_free(&want);
+    CHECK(request_json_decode_image(&r, 0, &e) == TY_OK);  // nothing left to decode: no-op
+    // Over the pixel limit: refused from the header, before any pixel is decoded.
+    CHECK(parse(&r, TYCHO_SKILL_CAPTION, body, &e) == TY_OK);
+    CHECK(request_json_decode_image(&r, 96 * 64 - 1, &e) == TY_E_LIMIT && !strcmp(e.param, "image_url"));
+    CHECK(parse(&r, TYCHO_SKILL_CAPTION, body, &e) == TY_OK);
+    CHECK(request_json_decode_image(&r, 96 * 64, &e) == TY_OK);
+    // Base64 of bytes that are no image, and of a truncated PNG.
+    CHECK(parse(&r, TYCHO_SKILL_CAPTION, "{\"image_url\": \"Zm9vYmFy\"}", &e) == TY_OK);
+    CHECK(request_json_decode_image(&r, 0, &e) == TY_E_FORMAT && !strcmp(e.param, "image_url"));
+    char *half = b64_encode(png, n / 2);
+    snprintf(body, body_cap, "{\"image_url\": \"%s\"}", half);
+    CHECK(parse(&r, TYCHO_SKILL_CAPTION, body, &e) == TY_OK);
+    ty_status st = request_json_decode_image(&r, 0, &e);
+    CHECK_MSG(st == TY_E_FORMAT && !strcmp(e.param, "image_url"), "truncated PNG: %s %s", ty_status_name(st), e.err.msg);
+    // A text-only query has nothing to decode.
+    CHECK(parse(&r, TYCHO_SKILL_QUERY, "{\"question\": \"q\"}", &e) == TY_OK);
+    CHECK(request_json_decode_image(&r, 0, &e) == TY_OK && !r.params.image_rgb);
+    request_json_free(&r);
+    free(half);
+    free(body);
+    free(b64);
+    free(png);
+}
+
 static void test_body(void) {
     CHECK_FAIL(TYCHO_SKILL_CAPTION, "", TY_E_FORMAT, "");
     CHECK_FAIL(TYCHO_SKILL_CAPTION, "{\"image_url\": ", TY_E_FORMAT, "");
@@ -461,6 +524,8 @@ int main(void) {
     test_query();
     test_detect_point();
     test_settings();
+    test_default_max_tokens();
+    test_decode_image();
     test_body();
     test_skill_names();
     return test_report("test_request_json");
