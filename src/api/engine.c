@@ -36,6 +36,8 @@ static void inflight_remove(tycho_engine *e, tycho_request *r) {
     r->next = r->prev = NULL;
 }
 
+static void publish_stats(tycho_engine *e);
+
 // Ends a request: results are final, waiters wake. Engine thread only (or
 // before the request reached it).
 static void request_finish(tycho_engine *e, tycho_request *r, ty_status st, const ty_err *err) {
@@ -49,6 +51,7 @@ static void request_finish(tycho_engine *e, tycho_request *r, ty_status st, cons
         e->counters.input_tokens += (uint64_t)(r->seq.prefix + skill_prompt_tokens(r->sk));
         e->counters.output_tokens += (uint64_t)skill_output_tokens(r->sk);
     }
+    publish_stats(e);  // so a waiter that wakes sees counters that include this request
     pthread_mutex_lock(&r->mu);
     r->status = st;
     if (st != TY_OK && err) r->err = *err;
