@@ -208,6 +208,9 @@ ty_status skill_init(skill_request **out, md_model *m, const tokenizer *tok, con
     *out = NULL;
     ty_status s = check_params(p, err);
     if (s != TY_OK) return s;
+    if (!m->region.present && (p->kind == SKILL_DETECT || p->kind == SKILL_POINT || p->n_refs))
+        return ty_err_set(err, TY_E_UNSUPPORTED, "this model has no region head: %s needs one",
+                          p->kind == SKILL_DETECT ? "detect" : p->kind == SKILL_POINT ? "point" : "spatial_refs");
     skill_request *r = calloc(1, sizeof *r);
     if (!r) return ty_err_set(err, TY_E_NOMEM, "out of memory");
     r->m = m;
@@ -291,7 +294,7 @@ ty_status skill_consume(skill_request *r, float *logits, const float *hidden, ty
     switch (r->state) {
     case ST_PROMPT:
         if (p->kind == SKILL_DETECT || p->kind == SKILL_POINT) {
-            r->next = sampler_argmax(logits, r->vocab);
+            r->next = skill_object_next(r, logits);
             memcpy(r->hidden, hidden, (size_t)r->dim * sizeof(float));
             s = skill_go_objects(r, err);
         } else {

@@ -77,6 +77,8 @@ ty_status skill_new_chunk(skill_request *r, ty_err *err);
 ty_status skill_go_answer(skill_request *r, ty_err *err);
 ty_status skill_go_reason(skill_request *r, ty_err *err);
 ty_status skill_go_objects(skill_request *r, ty_err *err);
+// The token that decides whether another object follows (EOS ends the list).
+int skill_object_next(const skill_request *r, const float *logits);
 ty_status skill_consume_object(skill_request *r, float *logits, const float *hidden, ty_err *err);
 
 #endif

@@ -163,8 +163,19 @@ static ty_status add_object(skill_request *r, skill_object o, ty_err *err) {
     return TY_OK;
 }
 
-// Detect/point: another object follows unless the model chose EOS (any other
-// token means "another object") or max_objects is reached.
+// Whether another object follows (moondream.md §11.4): Moondream 2 takes the
+// argmax over the whole vocabulary and goes on unless it is EOS (any other
+// token means "another object"); Moondream 3 compares only the EOS and
+// coordinate logits and stops iff EOS is strictly larger (vLLM's rule; the
+// reference's tie order is unknown, §17 item 4).
+int skill_object_next(const skill_request *r, const float *logits) {
+    const md_tokenizer_config *t = &r->m->cfg.tok;
+    if (r->m->cfg.arch != MD_ARCH_MD3) return sampler_argmax(logits, r->vocab);
+    return logits[t->eos_id] > logits[t->coord_id] ? t->eos_id : t->coord_id;
+}
+
+// Detect/point: another object follows unless the model chose EOS or
+// max_objects is reached.
 ty_status skill_go_objects(skill_request *r, ty_err *err) {
     if (r->next == r->m->cfg.tok.eos_id) {
         skill_finish_as(r, FINISH_STOP);
@@ -213,6 +224,6 @@ ty_status skill_consume_object(skill_request *r, float *logits, const float *hid
         r->state = ST_OBJ_LAST;
         return s;
     }
-    r->next = sampler_argmax(logits, r->vocab);  // ST_OBJ_LAST: detect/point are greedy
+    r->next = skill_object_next(r, logits);  // ST_OBJ_LAST: detect/point are greedy
     return skill_go_objects(r, err);
 }

@@ -83,26 +83,48 @@ static ty_status parse_vision(const cJSON *o, md_vision_config *dst, ty_err *err
     return TY_OK;
 }
 
-static ty_status parse_text(const cJSON *o, md_text_config *dst, ty_err *err) {
+static int has_key(const cJSON *obj, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return v && !cJSON_IsNull(v);
+}
+
+static ty_status parse_moe(const cJSON *moe, md_moe_config *m, unsigned *given, ty_err *err) {
+    if (!cJSON_IsObject(moe)) return ty_err_set(err, TY_E_FORMAT, "config: text.moe must be an object");
+    const struct {
+        const char *key;
+        int lo, hi;
+        int *dst;
+        unsigned flag;
+    } f[] = {{"num_experts", 1, 1 << 16, &m->num_experts, MD_GIVEN_NUM_EXPERTS},
+             {"start_layer", 0, 1024, &m->start_layer, MD_GIVEN_START_LAYER},
+             {"experts_per_token", 1, 1 << 16, &m->experts_per_token, MD_GIVEN_TOP_K},
+             {"expert_inner_dim", 1, 1 << 18, &m->expert_inner_dim, MD_GIVEN_EXPERT_INNER}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        ty_status s = get_int(moe, "text.moe", f[i].key, f[i].lo, f[i].hi, f[i].dst, err);
+        if (s != TY_OK) return s;
+        if (has_key(moe, f[i].key)) *given |= f[i].flag;
+    }
+    return TY_OK;
+}
+
+static ty_status parse_text(const cJSON *o, md_text_config *dst, unsigned *given, ty_err *err) {
     INT(o, "text", dim, 1, 1 << 16);
     INT(o, "text", ff_dim, 1, 1 << 18);
     INT(o, "text", n_layers, 1, 1024);
     INT(o, "text", vocab_size, 1, 1 << 24);
-    INT(o, "text", max_context, 1, 1 << 20);
+    INT(o, "text", max_context, 1, MD_MAX_CONTEXT_LIMIT);
     INT(o, "text", n_heads, 1, 1024);
     INT(o, "text", n_kv_heads, 1, 1024);
     INT(o, "text", prefix_attn, 0, 1 << 20);
-    const cJSON *moe = cJSON_GetObjectItemCaseSensitive(o, "moe");
-    if (moe && !cJSON_IsNull(moe)) {
-        if (!cJSON_IsObject(moe)) return ty_err_set(err, TY_E_FORMAT, "config: text.moe must be an object");
-        md_moe_config *m = &dst->moe;
-        ty_status s;
-        if ((s = get_int(moe, "text.moe", "num_experts", 1, 1 << 16, &m->num_experts, err)) ||
-            (s = get_int(moe, "text.moe", "start_layer", 0, 1024, &m->start_layer, err)) ||
-            (s = get_int(moe, "text.moe", "experts_per_token", 1, 1 << 16, &m->experts_per_token, err)) ||
-            (s = get_int(moe, "text.moe", "expert_inner_dim", 1, 1 << 18, &m->expert_inner_dim, err)))
-            return s;
+    if (has_key(o, "max_context")) *given |= MD_GIVEN_MAX_CONTEXT;
+    const cJSON *gelu = cJSON_GetObjectItemCaseSensitive(o, "tau_gelu");
+    if (gelu && !cJSON_IsNull(gelu)) {
+        if (!cJSON_IsString(gelu) || (strcmp(gelu->valuestring, "erf") && strcmp(gelu->valuestring, "tanh")))
+            return ty_err_set(err, TY_E_FORMAT, "config: text.tau_gelu must be \"erf\" or \"tanh\"");
+        dst->tau_gelu_tanh = !strcmp(gelu->valuestring, "tanh");
     }
+    const cJSON *moe = cJSON_GetObjectItemCaseSensitive(o, "moe");
+    if (moe && !cJSON_IsNull(moe)) return parse_moe(moe, &dst->moe, given, err);
     return TY_OK;
 }
 
@@ -157,7 +179,8 @@ ty_status md_config_parse(md_config *c, const char *json, size_t len, ty_err *er
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (cJSON_IsString(type) && !strcmp(type->valuestring, "moondream3")) {
         c->arch = MD_ARCH_MD3;
-        c->text.rope_theta = 1500000.0f;
+        c->text.rope_theta = MD3_ROPE_THETA;
+        c->text.max_context = MD3_DEFAULT_MAX_CONTEXT;
     }
     const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(root, "config");
     if (!cJSON_IsObject(cfg)) cfg = root;
@@ -170,7 +193,7 @@ ty_status md_config_parse(md_config *c, const char *json, size_t len, ty_err *er
         (k && !cJSON_IsObject(k)))
         s = ty_err_set(err, TY_E_FORMAT, "config: vision, text, region and tokenizer must be objects");
     if (s == TY_OK && v) s = parse_vision(v, &c->vision, err);
-    if (s == TY_OK && t) s = parse_text(t, &c->text, err);
+    if (s == TY_OK && t) s = parse_text(t, &c->text, &c->given, err);
     if (s == TY_OK && r) s = parse_region(r, &c->region, err);
     if (s == TY_OK && k) s = parse_tokenizer(k, &c->tok, err);
     const cJSON *theta = cJSON_GetObjectItemCaseSensitive(cfg, "rope_theta");
@@ -178,7 +201,7 @@ ty_status md_config_parse(md_config *c, const char *json, size_t len, ty_err *er
         if (!cJSON_IsNumber(theta) || !(theta->valuedouble > 1.0 && theta->valuedouble < 1e12))
             s = ty_err_set(err, TY_E_FORMAT, "config: rope_theta must be a number > 1");
         else
-            c->text.rope_theta = (float)theta->valuedouble;
+            c->text.rope_theta = (float)theta->valuedouble, c->given |= MD_GIVEN_ROPE_THETA;
     }
     cJSON_Delete(root);
     if (s != TY_OK) return s;
@@ -194,10 +217,15 @@ ty_status md_config_parse(md_config *c, const char *json, size_t len, ty_err *er
                           c->text.dim / c->text.n_heads);
     if (c->vision.crop_size != 378 || c->vision.enc_patch_size != 14 || c->vision.in_channels != 3)
         return ty_err_set(err, TY_E_UNSUPPORTED, "config: crops must be 378 px of 14-px RGB patches");
+    // MoE settings the config gives must fit together; the loader checks the
+    // rest against the tensors.
     const md_moe_config *m = &c->text.moe;
-    if (m->num_experts && (m->experts_per_token > m->num_experts || m->start_layer > c->text.n_layers))
-        return ty_err_set(err, TY_E_FORMAT, "config: text.moe experts_per_token %d > num_experts %d or start_layer "
-                          "%d past n_layers", m->experts_per_token, m->num_experts, m->start_layer);
+    if ((c->given & MD_GIVEN_NUM_EXPERTS) && (c->given & MD_GIVEN_TOP_K) && m->experts_per_token > m->num_experts)
+        return ty_err_set(err, TY_E_FORMAT, "config: text.moe.experts_per_token %d > num_experts %d",
+                          m->experts_per_token, m->num_experts);
+    if ((c->given & MD_GIVEN_START_LAYER) && m->start_layer >= c->text.n_layers)
+        return ty_err_set(err, TY_E_FORMAT, "config: text.moe.start_layer %d is past the last of %d layers",
+                          m->start_layer, c->text.n_layers);
     return TY_OK;
 }
 

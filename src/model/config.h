@@ -22,19 +22,36 @@ typedef struct {
     int proj_out_dim, proj_inner_dim, crop_size, in_channels, max_crops, overlap_margin;
 } md_vision_config;
 
+// Mixture of experts (Moondream 3, moondream.md §8.2). After loading,
+// num_experts == 0 means a dense decoder; otherwise layers start_layer.. are
+// MoE. In a parsed config a field is set only where config.json gives it (see
+// md_config.given): the checkpoint's tensors decide the rest when it loads.
 typedef struct {
-    int num_experts, start_layer, experts_per_token, expert_inner_dim;  // num_experts == 0: dense
+    int num_experts, start_layer, experts_per_token, expert_inner_dim;
 } md_moe_config;
 
 typedef struct {
     int dim, ff_dim, n_layers, vocab_size, max_context, n_heads, n_kv_heads, prefix_attn;
     float rope_theta;
     md_moe_config moe;
+    int tau;            // tau attention (§8.1) in every layer; set at load from the tensors
+    int tau_gelu_tanh;  // the tau features' GELU: exact erf (the preview's) unless "tau_gelu": "tanh" (§17 item 2)
 } md_text_config;
 
 typedef struct {
     int dim, coord_feat_dim, coord_out_dim, size_feat_dim, size_out_dim, inner_dim;
 } md_region_config;
+
+// Which settings config.json gave explicitly; the loader fills the others
+// from the checkpoint (MoE shape) or from the architecture it detects.
+enum {
+    MD_GIVEN_ROPE_THETA = 1 << 0,
+    MD_GIVEN_MAX_CONTEXT = 1 << 1,
+    MD_GIVEN_NUM_EXPERTS = 1 << 2,
+    MD_GIVEN_START_LAYER = 1 << 3,
+    MD_GIVEN_TOP_K = 1 << 4,
+    MD_GIVEN_EXPERT_INNER = 1 << 5,
+};
 
 typedef struct {
     int bos_id, eos_id, answer_id, thinking_id, coord_id, size_id, start_ground_points_id, end_ground_id;
@@ -44,8 +61,15 @@ typedef struct {
 
 typedef enum { MD_ARCH_MD2, MD_ARCH_MD3 } md_arch;
 
+// Moondream 3 defaults (moondream.md §2.2) for what neither config.json nor
+// the tensors say: 8 experts per token, RoPE theta 1.5e6, 4096 positions
+// (the preview code's context; the model card's 32K is a config setting).
+enum { MD3_DEFAULT_TOP_K = 8, MD3_DEFAULT_MAX_CONTEXT = 4096, MD_MAX_CONTEXT_LIMIT = 1 << 20 };
+#define MD3_ROPE_THETA 1500000.0f
+
 typedef struct {
-    md_arch arch;
+    md_arch arch;  // MD3 when config.json says "moondream3" (the loader also detects it from the tensors)
+    unsigned given;  // MD_GIVEN_* flags
     md_vision_config vision;
     md_text_config text;
     md_region_config region;

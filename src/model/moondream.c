@@ -2,18 +2,19 @@
 // against the config and bound to the backend in its stored dtype.
 #include "model/moondream.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "model/weights.h"
+#include "model/loader.h"
 
-typedef struct {
-    md_model *m;
-    md_names *names;
-    ty_err *err;
-} loader;
+typedef md_loader loader;
+
+#define get md_load_get
+#define get_linear md_load_linear
+#define get_norm md_load_norm
 
 static ty_status keep_owned(md_model *m, void *p, ty_err *err) {
     void **o = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *o);
@@ -41,7 +42,7 @@ static ty_status bind(loader *L, const safetensors_tensor *t, int64_t rows, int6
     return L->m->be->ops->weight(L->m->be, out, t->dtype, rows, cols, data, L->err);
 }
 
-static ty_status get(loader *L, const char *name, int n_dims, int64_t d0, int64_t d1, int64_t d2, ty_tensor *out) {
+ty_status md_load_get(loader *L, const char *name, int n_dims, int64_t d0, int64_t d1, int64_t d2, ty_tensor *out) {
     int64_t dims[3] = {d0, d1, d2};
     const safetensors_tensor *t;
     ty_status s = md_names_get(L->names, name, n_dims, dims, &t, NULL, L->err);
@@ -50,7 +51,7 @@ static ty_status get(loader *L, const char *name, int n_dims, int64_t d0, int64_
     return bind(L, t, rows, n_dims == 1 ? d0 : n_dims == 2 ? d1 : d2, out);
 }
 
-static ty_status get_linear(loader *L, const char *prefix, int64_t out_dim, int64_t in_dim, md_linear *lin) {
+ty_status md_load_linear(loader *L, const char *prefix, int64_t out_dim, int64_t in_dim, md_linear *lin) {
     char name[160];
     snprintf(name, sizeof name, "%s.weight", prefix);
     ty_status s = get(L, name, 2, out_dim, in_dim, 0, &lin->w);
@@ -59,7 +60,7 @@ static ty_status get_linear(loader *L, const char *prefix, int64_t out_dim, int6
     return get(L, name, 1, out_dim, 0, 0, &lin->b);
 }
 
-static ty_status get_norm(loader *L, const char *prefix, int64_t dim, md_norm *n) {
+ty_status md_load_norm(loader *L, const char *prefix, int64_t dim, md_norm *n) {
     char name[160];
     snprintf(name, sizeof name, "%s.weight", prefix);
     ty_status s = get(L, name, 1, dim, 0, 0, &n->w);
@@ -68,11 +69,14 @@ static ty_status get_norm(loader *L, const char *prefix, int64_t dim, md_norm *n
     return get(L, name, 1, dim, 0, 0, &n->b);
 }
 
-#define TRY(x)                          \
-    do {                                \
-        ty_status s_ = (x);             \
-        if (s_ != TY_OK) return s_;     \
-    } while (0)
+const safetensors_tensor *md_load_find(loader *L, const char *fmt, ...) {
+    char name[192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return md_names_find(L->names, name, NULL);
+}
 
 static ty_status load_vision(loader *L) {
     const md_vision_config *c = &L->m->cfg.vision;
@@ -99,31 +103,6 @@ static ty_status load_vision(loader *L) {
     return get_linear(L, "vision.proj_mlp.fc2", c->proj_out_dim, c->proj_inner_dim, &v->proj_fc2);
 }
 
-static ty_status load_text(loader *L) {
-    const md_text_config *c = &L->m->cfg.text;
-    md_text_weights *t = &L->m->text;
-    int64_t d = c->dim, kv = (int64_t)c->n_kv_heads * (c->dim / c->n_heads);
-    if (L->m->cfg.vision.proj_out_dim != c->dim)
-        return ty_err_set(L->err, TY_E_FORMAT, "config: vision.proj_out_dim %d differs from text.dim %d",
-                          L->m->cfg.vision.proj_out_dim, c->dim);
-    TRY(get(L, "text.wte", 2, c->vocab_size, d, 0, &t->wte));
-    t->blocks = calloc((size_t)c->n_layers, sizeof *t->blocks);
-    if (!t->blocks) return ty_err_set(L->err, TY_E_NOMEM, "out of memory");
-    for (int i = 0; i < c->n_layers; i++) {
-        md_text_block *b = &t->blocks[i];
-        char p[96];
-#define BLOCK(sub) (snprintf(p, sizeof p, "text.blocks.%d." sub, i), p)
-        TRY(get_norm(L, BLOCK("ln"), d, &b->ln));
-        TRY(get_linear(L, BLOCK("attn.qkv"), d + 2 * kv, d, &b->qkv));
-        TRY(get_linear(L, BLOCK("attn.proj"), d, d, &b->proj));
-        TRY(get_linear(L, BLOCK("mlp.fc1"), c->ff_dim, d, &b->fc1));
-        TRY(get_linear(L, BLOCK("mlp.fc2"), d, c->ff_dim, &b->fc2));
-#undef BLOCK
-    }
-    TRY(get_norm(L, "text.post_ln", d, &t->post_ln));
-    return get_linear(L, "text.lm_head", c->vocab_size, d, &t->lm_head);
-}
-
 // The Fourier feature tables: (1, F) / (2, F) in HF files, stored transposed
 // under their legacy names.
 static ty_status get_features(loader *L, const char *name, int64_t rows, int64_t cols, ty_tensor *out) {
@@ -140,20 +119,34 @@ static ty_status get_features(loader *L, const char *name, int64_t rows, int64_t
     return L->m->be->ops->weight(L->m->be, out, TY_DTYPE_F32, rows, cols, f, L->err);
 }
 
+// The region head, when the checkpoint has one (md3-tiny-like checkpoints
+// have none): Fourier encoders, then MLP decoders (Moondream 2) or, when
+// region.ln exists, that LayerNorm and single Linear decoders (Moondream 3).
 static ty_status load_region(loader *L) {
     const md_region_config *c = &L->m->cfg.region;
     md_region_weights *r = &L->m->region;
     int64_t d = L->m->cfg.text.dim;
+    if (!md_names_any(L->names, "region.") && !md_names_any(L->names, "region_model.")) return TY_OK;
     if (c->coord_feat_dim % 2 || c->size_feat_dim % 2)
         return ty_err_set(L->err, TY_E_FORMAT, "config: region feature dims must be even");
     TRY(get_features(L, "region.coord_features", 1, c->coord_feat_dim / 2, &r->coord_features));
     TRY(get_features(L, "region.size_features", 2, c->size_feat_dim / 2, &r->size_features));
     TRY(get_linear(L, "region.coord_encoder", d, c->coord_feat_dim, &r->coord_encoder));
     TRY(get_linear(L, "region.size_encoder", d, c->size_feat_dim, &r->size_encoder));
-    TRY(get_linear(L, "region.coord_decoder.fc1", c->inner_dim, d, &r->coord_fc1));
-    TRY(get_linear(L, "region.coord_decoder.fc2", c->coord_out_dim, c->inner_dim, &r->coord_fc2));
-    TRY(get_linear(L, "region.size_decoder.fc1", c->inner_dim, d, &r->size_fc1));
-    return get_linear(L, "region.size_decoder.fc2", c->size_out_dim, c->inner_dim, &r->size_fc2);
+    r->has_ln = md_load_find(L, "region.ln.weight") != NULL;
+    if (r->has_ln) {
+        TRY(get_norm(L, "region.ln", d, &r->ln));
+        TRY(get_linear(L, "region.coord_decoder", c->coord_out_dim, d, &r->coord_fc2));
+        TRY(get_linear(L, "region.size_decoder", c->size_out_dim, d, &r->size_fc2));
+    } else {
+        TRY(get_linear(L, "region.coord_decoder.fc1", c->inner_dim, d, &r->coord_fc1));
+        TRY(get_linear(L, "region.coord_decoder.fc2", c->coord_out_dim, c->inner_dim, &r->coord_fc2));
+        TRY(get_linear(L, "region.size_decoder.fc1", c->inner_dim, d, &r->size_fc1));
+        TRY(get_linear(L, "region.size_decoder.fc2", c->size_out_dim, c->inner_dim, &r->size_fc2));
+    }
+    if (c->size_out_dim % 2) return ty_err_set(L->err, TY_E_FORMAT, "config: region.size_out_dim must be even");
+    r->present = 1;
+    return TY_OK;
 }
 
 ty_status md_model_init(md_model **out, const char *dir, ty_backend *be, ty_err *err) {
@@ -174,7 +167,7 @@ ty_status md_model_init(md_model **out, const char *dir, ty_backend *be, ty_err 
     if (s == TY_OK) s = md_names_init(&names, m->st, err);
     loader L = {m, names, err};
     if (s == TY_OK) s = load_vision(&L);
-    if (s == TY_OK) s = load_text(&L);
+    if (s == TY_OK) s = md_load_text(&L);
     if (s == TY_OK) s = load_region(&L);
     md_names_free(names);
     if (s != TY_OK) {

@@ -31,9 +31,26 @@ typedef struct {
     md_linear proj_fc1, proj_fc2;  // (proj_inner, 2*enc_dim), (proj_out, proj_inner)
 } md_vision_weights;
 
+// Tau attention (§8.1): per-head token and position scales of q and v.
+typedef struct {
+    ty_tensor wq, wv;  // (n_heads, qkv width) each; views of one (2 n_heads, qkv width) when stored fused
+    ty_tensor alpha;   // (1, n_heads)
+} md_tau;
+
+// A MoE MLP (§8.2): the router and every expert's weights, bound in place.
+typedef struct {
+    md_linear router;  // (n_experts, dim) + bias
+    ty_tensor fc1;     // (n_experts * 2 * inner, dim): expert e's rows e*2*inner.., "h" then "g" halves
+    ty_tensor fc2;     // (n_experts * dim, inner): expert e's rows e*dim..
+} md_moe;
+
 typedef struct {
     md_norm ln;
-    md_linear qkv, proj, fc1, fc2;
+    md_linear qkv, proj;
+    md_tau tau;       // data NULL without tau attention
+    md_linear fc1, fc2;  // the dense MLP (layers before moe.start_layer)
+    md_moe moe;       // layers from moe.start_layer on
+    int is_moe;
 } md_text_block;
 
 typedef struct {
@@ -43,9 +60,15 @@ typedef struct {
     md_linear lm_head;
 } md_text_weights;
 
+// The region head. Moondream 2 decodes with MLPs (fc1, GELU, fc2); Moondream
+// 3 (a checkpoint with region.ln) with one Linear after that LayerNorm, kept
+// in coord_fc2 / size_fc2 (coord_fc1 / size_fc1 unused).
 typedef struct {
+    int present;               // a checkpoint without region tensors has no region head
+    int has_ln;                // Moondream 3 decoders
     ty_tensor coord_features;  // (1, coord_feat_dim / 2)
     ty_tensor size_features;   // (2, size_feat_dim / 2)
+    md_norm ln;
     md_linear coord_encoder, coord_fc1, coord_fc2;
     md_linear size_encoder, size_fc1, size_fc2;
 } md_region_weights;
@@ -69,7 +92,10 @@ enum {
 };
 
 // Loads dir/config.json (optional: defaults are the real Moondream 2) and the
-// checkpoint in dir (model.safetensors or shards) onto the backend.
+// checkpoint in dir (model.safetensors or shards) onto the backend. The
+// architecture comes from the tensors: tau weights make it Moondream 3, a
+// router makes that layer and every later one MoE; config.json fields
+// override, and every tensor must then agree with them.
 ty_status md_model_init(md_model **out, const char *dir, ty_backend *be, ty_err *err);
 void md_model_free(md_model *m);
 
@@ -119,6 +145,7 @@ typedef struct {
 ty_status md_text_forward(md_model *m, md_kv_cache *kv, const md_text_step *step, ty_err *err);
 
 // ---- region head ---------------------------------------------------------
+// (Only on a model whose region.present is set.)
 
 // Embedding of a coordinate value in [0, 1]: (dim) host f32.
 ty_status md_region_encode_coord(md_model *m, float x, float *out, ty_err *err);

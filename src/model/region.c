@@ -1,6 +1,8 @@
 // The region head (moondream.md §11): Fourier-feature encoders that turn a
-// coordinate or a size into an input embedding, and MLP decoders that turn a
-// hidden state into coordinate / size bin logits.
+// coordinate or a size into an input embedding, and decoders that turn a
+// hidden state into coordinate / size bin logits: MLPs in Moondream 2, a
+// LayerNorm and one Linear each in Moondream 3 (§8.3; applied to the raw
+// hidden, as §17 item 3 decides).
 #include <math.h>
 #include <stdlib.h>
 
@@ -43,6 +45,7 @@ static ty_status fourier(md_model *m, ty_tensor table, const float *v, int n_in,
 
 ty_status md_region_encode_coord(md_model *m, float x, float *out, ty_err *err) {
     const md_region_config *c = &m->cfg.region;
+    if (!m->region.present) return ty_err_set(err, TY_E_UNSUPPORTED, "this model has no region head");
     float *feat = malloc((size_t)c->coord_feat_dim * sizeof(float));
     if (!feat) return ty_err_set(err, TY_E_NOMEM, "out of memory");
     ty_status s = fourier(m, m->region.coord_features, &x, 1, feat, err);
@@ -54,6 +57,7 @@ ty_status md_region_encode_coord(md_model *m, float x, float *out, ty_err *err) 
 
 ty_status md_region_encode_size(md_model *m, float w, float h, float *out, ty_err *err) {
     const md_region_config *c = &m->cfg.region;
+    if (!m->region.present) return ty_err_set(err, TY_E_UNSUPPORTED, "this model has no region head");
     float wh[2] = {w, h};
     float *feat = malloc((size_t)c->size_feat_dim * sizeof(float));
     if (!feat) return ty_err_set(err, TY_E_NOMEM, "out of memory");
@@ -75,11 +79,38 @@ static ty_status mlp_decode(md_model *m, const md_linear *fc1, const md_linear *
     return s;
 }
 
+// Moondream 3: region.ln, then one Linear (kept in fc2).
+static ty_status ln_decode(md_model *m, const md_linear *lin, int64_t out_dim, const float *hidden, float *logits,
+                           ty_err *err) {
+    const ty_backend_ops *op = m->be->ops;
+    int64_t d = m->cfg.text.dim;
+    ty_tensor x, h;
+    float *normed = malloc((size_t)d * sizeof(float));
+    if (!normed) return ty_err_set(err, TY_E_NOMEM, "out of memory");
+    ty_status s = op->alloc(m->be, &x, TY_DTYPE_F32, 1, d, err);
+    if (s == TY_OK && (s = op->alloc(m->be, &h, TY_DTYPE_F32, 1, d, err)) == TY_OK) {
+        op->write(m->be, x, hidden);
+        op->layernorm(m->be, h, x, m->region.ln.w, m->region.ln.b, 1e-5f);
+        op->read(m->be, h, normed);
+        op->release(m->be, &h);
+    }
+    if (x.data) op->release(m->be, &x);
+    if (s == TY_OK) s = linear1(m, lin, normed, d, logits, out_dim, TY_ACT_NONE, err);
+    free(normed);
+    return s;
+}
+
+static ty_status decode(md_model *m, const md_linear *fc1, const md_linear *fc2, int64_t out_dim,
+                        const float *hidden, float *logits, ty_err *err) {
+    if (!m->region.present) return ty_err_set(err, TY_E_UNSUPPORTED, "this model has no region head");
+    if (m->region.has_ln) return ln_decode(m, fc2, out_dim, hidden, logits, err);
+    return mlp_decode(m, fc1, fc2, out_dim, hidden, logits, err);
+}
+
 ty_status md_region_decode_coord(md_model *m, const float *hidden, float *logits, ty_err *err) {
-    return mlp_decode(m, &m->region.coord_fc1, &m->region.coord_fc2, m->cfg.region.coord_out_dim, hidden, logits,
-                      err);
+    return decode(m, &m->region.coord_fc1, &m->region.coord_fc2, m->cfg.region.coord_out_dim, hidden, logits, err);
 }
 
 ty_status md_region_decode_size(md_model *m, const float *hidden, float *logits, ty_err *err) {
-    return mlp_decode(m, &m->region.size_fc1, &m->region.size_fc2, m->cfg.region.size_out_dim, hidden, logits, err);
+    return decode(m, &m->region.size_fc1, &m->region.size_fc2, m->cfg.region.size_out_dim, hidden, logits, err);
 }

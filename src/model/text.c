@@ -1,10 +1,11 @@
 // The text decoder (moondream.md §7): Phi-style blocks with parallel
-// attention and MLP, partial half-split RoPE, a paged KV cache; and the LM head.
+// attention and MLP, partial half-split RoPE, a paged KV cache; and the LM
+// head. Moondream 3 blocks add tau attention and MoE MLPs (§8; tau.c, moe.c).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/moondream.h"
+#include "model/text_ops.h"
 
 ty_status md_kv_cache_init(md_model *m, md_kv_cache *kv, int n_pages, int page_size, ty_err *err) {
     memset(kv, 0, sizeof *kv);
@@ -74,14 +75,19 @@ ty_status md_text_forward(md_model *m, md_kv_cache *kv, const md_text_step *step
         const md_text_block *blk = &m->text.blocks[l];
         op->layernorm(be, t[L], t[X], blk->ln.w, blk->ln.b, 1e-5f);
         op->matmul(be, t[QKV], t[L], blk->qkv.w, &blk->qkv.b, TY_ACT_NONE);
+        if (c->tau && (s = md_tau_apply(m, &blk->tau, t[QKV], b, err)) != TY_OK) goto done;
         ty_tensor q = tensor_cols(t[QKV], 0, d), k = tensor_cols(t[QKV], d, kvw), v = tensor_cols(t[QKV], d + kvw, kvw);
         op->rope(be, q, c->n_heads, (int)hd, MD_ROT_DIMS, c->rope_theta, b);
         op->rope(be, k, c->n_kv_heads, (int)hd, MD_ROT_DIMS, c->rope_theta, b);
         op->kv_write(be, &kv->layers[l], k, v, b);
         op->attention(be, t[O], q, &kv->layers[l], c->n_heads, c->n_kv_heads, (int)hd, 1.0f / sqrtf((float)hd), b);
         op->matmul(be, t[A], t[O], blk->proj.w, &blk->proj.b, TY_ACT_NONE);
-        op->matmul(be, t[F], t[L], blk->fc1.w, &blk->fc1.b, TY_ACT_GELU_TANH);
-        op->matmul(be, t[M], t[F], blk->fc2.w, &blk->fc2.b, TY_ACT_NONE);
+        if (blk->is_moe) {
+            if ((s = md_moe_forward(m, &blk->moe, t[M], t[L], err)) != TY_OK) goto done;
+        } else {
+            op->matmul(be, t[F], t[L], blk->fc1.w, &blk->fc1.b, TY_ACT_GELU_TANH);
+            op->matmul(be, t[M], t[F], blk->fc2.w, &blk->fc2.b, TY_ACT_NONE);
+        }
         op->add(be, t[X], t[X], t[A]);  // (x + attn) + mlp: two roundings, as the reference
         op->add(be, t[X], t[X], t[M]);
     }

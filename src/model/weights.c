@@ -69,8 +69,10 @@ static const safetensors_tensor *lookup(const md_names *n, const char *key) {
     return e ? e->t : NULL;
 }
 
-// Canonical -> legacy prefix rewrites (§3.2), first match wins; "{i}" stands
-// for a layer number that is carried over.
+// Canonical -> legacy prefix rewrites (§3.2, and §3.4 for Moondream 3), tried
+// in order until one names a tensor of the checkpoint; "{i}" stands for a
+// layer number that is carried over. Canonical names are the HF ones, so a
+// MoE layer's experts are "mlp.fc1"/"mlp.fc2" like a dense layer's MLP.
 static const struct {
     const char *canonical, *legacy;
 } legacy_rules[] = {
@@ -84,13 +86,23 @@ static const struct {
     {"text.wte", "text_model.transformer.embd.wte.weight"},
     {"text.blocks.{i}.attn.qkv.", "text_model.transformer.h.{i}.mixer.Wqkv."},
     {"text.blocks.{i}.attn.proj.", "text_model.transformer.h.{i}.mixer.out_proj."},
+    {"text.blocks.{i}.attn.tau.wqwv", "text_model.transformer.h.{i}.tau_wqwv"},
+    {"text.blocks.{i}.attn.tau.wq", "text_model.transformer.h.{i}.tau_wq"},
+    {"text.blocks.{i}.attn.tau.wv", "text_model.transformer.h.{i}.tau_wv"},
+    {"text.blocks.{i}.attn.tau.alpha", "text_model.transformer.h.{i}.tau_alpha"},
+    {"text.blocks.{i}.mlp.router.", "text_model.transformer.h.{i}.gate."},
+    {"text.blocks.{i}.mlp.fc1.weight", "text_model.transformer.h.{i}.mlp.experts.weight"},
+    {"text.blocks.{i}.mlp.fc2.weight", "text_model.transformer.h.{i}.mlp.output_experts.weight"},
     {"text.blocks.{i}.", "text_model.transformer.h.{i}."},
     {"text.post_ln.", "text_model.lm_head.ln."},
     {"text.lm_head.", "text_model.lm_head.linear."},
     {"region.coord_features", "region_model.coordinate_features.weight"},
     {"region.size_features", "region_model.size_features.weight"},
     {"region.coord_encoder.", "region_model.coordinate_encoder."},
-    {"region.coord_decoder.", "region_model.coordinate_decoder."},
+    {"region.coord_decoder.fc", "region_model.coordinate_decoder.fc"},
+    {"region.coord_decoder.", "region_model.coordinate_head."},  // Moondream 3: one Linear
+    {"region.size_decoder.fc", "region_model.size_decoder.fc"},
+    {"region.size_decoder.", "region_model.size_head."},
     {"region.", "region_model."},
 };
 
@@ -119,11 +131,19 @@ const safetensors_tensor *md_names_find(const md_names *n, const char *canonical
     char buf[256];
     for (size_t i = 0; i < sizeof legacy_rules / sizeof legacy_rules[0]; i++) {
         if (!apply_rule(canonical, legacy_rules[i].canonical, legacy_rules[i].legacy, buf, sizeof buf)) continue;
-        t = lookup(n, buf);
-        if (t && legacy) *legacy = 1;
-        return t;
+        if ((t = lookup(n, buf))) {
+            if (legacy) *legacy = 1;
+            return t;
+        }
     }
     return NULL;
+}
+
+int md_names_any(const md_names *n, const char *prefix) {
+    size_t len = strlen(prefix);
+    for (size_t i = 0; i < n->n; i++)
+        if (!strncmp(n->e[i].key, prefix, len)) return 1;
+    return 0;
 }
 
 static void format_shape(char *buf, size_t cap, int n_dims, const int64_t *dims) {

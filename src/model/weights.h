@@ -17,6 +17,9 @@ void md_names_free(md_names *n);
 // under its legacy name (the two feature tables are stored transposed there).
 const safetensors_tensor *md_names_find(const md_names *n, const char *canonical, int *legacy);
 
+// Whether any tensor's name (without "model." and "._orig_mod") starts with prefix.
+int md_names_any(const md_names *n, const char *prefix);
+
 // Finds canonical and checks that its shape is `dims` (n_dims entries);
 // a clear error names the tensor and both shapes otherwise.
 ty_status md_names_get(const md_names *n, const char *canonical, int n_dims, const int64_t *dims,

@@ -6,11 +6,21 @@ oracle for `tycho inspect`. It prints the same JSON lines as `tycho inspect
   safetensors_ref.py dump FILE N            -> JSON lines, name order
   safetensors_ref.py shard FILE OUTDIR K    -> OUTDIR/model-0000i-of-0000K.safetensors + index
   safetensors_ref.py drop FILE OUT NAME     -> OUT without tensor NAME
-  safetensors_ref.py legacy FILE OUT        -> OUT with the legacy training-checkpoint names
-                                               (moondream.md 3.2, "._orig_mod" in some, features transposed)
+  safetensors_ref.py legacy FILE OUT [--fused-tau]
+                                            -> OUT with the legacy training-checkpoint names
+                                               (moondream.md 3.2, "._orig_mod" in some, features transposed;
+                                               Moondream 3 as 3.4: tau_wq/tau_wv/tau_alpha or fused tau_wqwv,
+                                               gate, mlp.experts, mlp.output_experts, coordinate_head, size_head)
+  safetensors_ref.py reshape FILE OUT NAME D0,D1,...
+                                            -> OUT with tensor NAME replaced by zeros of that shape
   safetensors_ref.py random CONFIG OUTDIR key=value...
-                                            -> OUTDIR/config.json with the changes and a random bf16
-                                               Moondream 2 checkpoint of those widths (HF names)
+                                            -> OUTDIR/config.json with the changes ("text.dim=96",
+                                               "text.moe.num_experts=4") and a random bf16 checkpoint of those
+                                               widths (HF names): Moondream 3 (tau, MoE from moe.start_layer)
+                                               when the config's model_type is "moondream3", else Moondream 2.
+                                               Options: region_head=md2|md3|none (default: md2 for Moondream 2,
+                                               md3 for Moondream 3), moe_layers=N (only N MoE layers, for
+                                               benchmarks at a reduced depth), shards=K (K files + index)
 """
 import random as rnd
 import json
@@ -110,13 +120,20 @@ LEGACY = [  # canonical prefix -> legacy prefix, first match wins ("{i}" = layer
     ("text.wte", "text_model.transformer.embd.wte.weight"),
     ("text.blocks.{i}.attn.qkv.", "text_model._orig_mod.transformer.h.{i}.mixer.Wqkv."),
     ("text.blocks.{i}.attn.proj.", "text_model.transformer.h.{i}.mixer.out_proj."),
+    ("text.blocks.{i}.attn.tau.wq", "text_model.transformer.h.{i}.tau_wq"),
+    ("text.blocks.{i}.attn.tau.wv", "text_model.transformer.h.{i}.tau_wv"),
+    ("text.blocks.{i}.attn.tau.alpha", "text_model.transformer.h.{i}.tau_alpha"),
+    ("text.blocks.{i}.mlp.router.", "text_model.transformer.h.{i}.gate."),
     ("text.blocks.{i}.", "text_model.transformer.h.{i}."),
     ("text.post_ln.", "text_model.lm_head.ln."),
     ("text.lm_head.", "text_model.lm_head.linear."),
     ("region.coord_features", "region_model.coordinate_features.weight"),
     ("region.size_features", "region_model.size_features.weight"),
     ("region.coord_encoder.", "region_model.coordinate_encoder."),
-    ("region.coord_decoder.", "region_model.coordinate_decoder."),
+    ("region.coord_decoder.fc", "region_model.coordinate_decoder.fc"),
+    ("region.coord_decoder.", "region_model.coordinate_head."),
+    ("region.size_decoder.fc", "region_model.size_decoder.fc"),
+    ("region.size_decoder.", "region_model.size_head."),
     ("region.", "region_model."),
 ]
 
@@ -132,9 +149,10 @@ def legacy_name(canonical):
     raise ValueError(canonical)
 
 
-def legacy(path, out):
+def legacy(path, out, fused_tau=False):
     header, data = read(path)
     tensors = []
+    tau = {}
     for n in sorted(k for k in header if k != "__metadata__"):
         info = header[n]
         b, e = info["data_offsets"]
@@ -145,7 +163,33 @@ def legacy(path, out):
             es = SIZES[info["dtype"]]
             raw = b"".join(raw[(r * cols + c) * es:(r * cols + c + 1) * es] for c in range(cols) for r in range(rows))
             shape = [cols, rows]
-        tensors.append((legacy_name(canonical), {"dtype": info["dtype"], "shape": shape}, raw))
+        name = legacy_name(canonical)
+        if len(shape) == 3 and canonical.endswith(".mlp.fc1.weight"):  # MoE experts (3.4)
+            name = name.replace(".mlp.fc1.weight", ".mlp.experts.weight")
+        if len(shape) == 3 and canonical.endswith(".mlp.fc2.weight"):
+            name = name.replace(".mlp.fc2.weight", ".mlp.output_experts.weight")
+        if fused_tau and (name.endswith(".tau_wq") or name.endswith(".tau_wv")):
+            tau[name] = (info, shape, raw)
+            continue
+        tensors.append((name, {"dtype": info["dtype"], "shape": shape}, raw))
+    for name in sorted(k for k in tau if k.endswith(".tau_wq")):  # fused: wq rows, then wv rows
+        info, shape, wq = tau[name]
+        wv = tau[name[:-2] + "wv"][2]
+        tensors.append((name + "wv", {"dtype": info["dtype"], "shape": [2 * shape[0], shape[1]]}, wq + wv))
+    write(out, sorted(tensors, key=lambda t: t[0]))
+
+
+def reshape(path, out, name, dims):
+    header, data = read(path)
+    tensors = []
+    for n in sorted(k for k in header if k != "__metadata__"):
+        info = header[n]
+        b, e = info["data_offsets"]
+        shape, raw = info["shape"], data[b:e]
+        if n == name:
+            shape = [int(x) for x in dims.split(",")]
+            raw = bytes(_numel(shape) * SIZES[info["dtype"]])
+        tensors.append((n, {"dtype": info["dtype"], "shape": shape}, raw))
     write(out, tensors)
 
 
@@ -182,36 +226,127 @@ def md2_shapes(c):
     return s
 
 
+def md3_shapes(c, region_head, moe_layers=None):
+    """Moondream 3 (moondream.md 3.3): tau in every layer, MoE from moe.start_layer (or in the
+    last moe_layers layers only), region head md3 (ln + single Linear decoders), md2 or none."""
+    s = md2_shapes(c)
+    t, r, moe = c["text"], c["region"], c["text"].get("moe", {})
+    d, h = t["dim"], t["n_heads"]
+    qkv = 3 * d
+    start = moe.get("start_layer", t["n_layers"]) if moe else t["n_layers"]
+    if moe_layers is not None:
+        start = t["n_layers"] - moe_layers
+    for i in range(t["n_layers"]):
+        p = f"text.blocks.{i}."
+        s[p + "attn.tau.wq"] = [h, qkv]
+        s[p + "attn.tau.wv"] = [h, qkv]
+        s[p + "attn.tau.alpha"] = [h]
+        if i >= start:
+            e, inner = moe["num_experts"], moe["expert_inner_dim"]
+            for k in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
+                del s[p + "mlp." + k]
+            s[p + "mlp.router.weight"] = [e, d]
+            s[p + "mlp.router.bias"] = [e]
+            s[p + "mlp.fc1.weight"] = [e, 2 * inner, d]
+            s[p + "mlp.fc2.weight"] = [e, d, inner]
+    return s
+
+
+def region_shapes(s, c, head):
+    """Replaces md2_shapes' region decoders by Moondream 3's (head "md3") or drops the region ("none")."""
+    r, d = c["region"], c["text"]["dim"]
+    if head == "md2":
+        return s
+    for k in [k for k in s if k.startswith("region.")]:
+        if head == "none" or "_decoder." in k:
+            del s[k]
+    if head == "md3":
+        s["region.ln.weight"] = [d]
+        s["region.ln.bias"] = [d]
+        s["region.coord_decoder.weight"] = [r["coord_out_dim"], d]
+        s["region.coord_decoder.bias"] = [r["coord_out_dim"]]
+        s["region.size_decoder.weight"] = [r["size_out_dim"], d]
+        s["region.size_decoder.bias"] = [r["size_out_dim"]]
+    return s
+
+
 def random_model(config_path, outdir, changes, seed=5):
     full = json.load(open(config_path))
     c = full.get("config", full)
+    opts = {}
     for ch in changes:
         key, value = ch.split("=")
-        sec, field = key.split(".")
-        c.setdefault(sec, {})[field] = int(value)
+        if "." not in key:
+            opts[key] = value
+            continue
+        path = key.split(".")
+        sec = c
+        for part in path[:-1]:
+            sec = sec.setdefault(part, {})
+        sec[path[-1]] = int(value)
     json.dump(full, open(outdir + "/config.json", "w"))
+    md3 = full.get("model_type") == "moondream3"
+    for sec, defaults in (("region", {"coord_feat_dim": 256, "coord_out_dim": 1024, "size_feat_dim": 512,
+                                      "size_out_dim": 2048, "inner_dim": 8192}),):
+        for k, v in defaults.items():
+            c.setdefault(sec, {}).setdefault(k, v)
+    head = opts.get("region_head", "md3" if md3 else "md2")
+    moe_layers = int(opts["moe_layers"]) if "moe_layers" in opts else None
+    shapes = md3_shapes(c, head, moe_layers) if md3 else md2_shapes(c)
+    shapes = sorted(region_shapes(shapes, c, head).items())
     g = rnd.Random(seed)
-    shapes = sorted(md2_shapes(c).items())
     total = sum(_numel(s) for _, s in shapes)
     # Real-size checkpoints (billions of values) reuse slices of one random pool
     # per fan-in: the values are meaningless either way, only the costs matter.
     pools = {}
-    tensors = []
-    for name, shape in shapes:
+
+    def make(name, shape):
         n = _numel(shape)
         fan_in = shape[-1] if len(shape) > 1 else 1
         scale = 1.0 if name.endswith(("ln.weight", "ln1.weight", "ln2.weight")) else fan_in ** -0.5
         if total < 20_000_000:
-            raw = _bf16([g.gauss(0.0, 1.0) * scale for _ in range(n)])
-        else:
-            pool = pools.get(scale)
-            if pool is None:
-                pool = pools[scale] = _bf16([g.gauss(0.0, 1.0) * scale for _ in range(1 << 20)])
-            start = g.randrange(0, len(pool) // 2) * 2
-            reps = (2 * n + start) // len(pool) + 1
-            raw = (pool * reps)[start:start + 2 * n] if reps < 64 else _tile(pool, start, 2 * n)
-        tensors.append(("model." + name, {"dtype": "BF16", "shape": shape}, raw))
-    write(outdir + "/model.safetensors", tensors)
+            return _bf16([g.gauss(0.0, 1.0) * scale for _ in range(n)])
+        pool = pools.get(scale)
+        if pool is None:
+            pool = pools[scale] = _bf16([g.gauss(0.0, 1.0) * scale for _ in range(1 << 20)])
+        start = g.randrange(0, len(pool) // 2) * 2
+        reps = (2 * n + start) // len(pool) + 1
+        return (pool * reps)[start:start + 2 * n] if reps < 64 else _tile(pool, start, 2 * n)
+
+    items = [("model." + name, {"dtype": "BF16", "shape": shape}, 2 * _numel(shape), make) for name, shape in shapes]
+    k = int(opts.get("shards", "1"))
+    if k == 1:
+        write_stream([(outdir + "/model.safetensors", items)])
+        return
+    files = ["model-%05d-of-%05d.safetensors" % (i + 1, k) for i in range(k)]
+    weight_map = {it[0]: files[j % k] for j, it in enumerate(items)}  # name order, round robin, as `shard` does
+    write_stream([(outdir + "/" + f, [it for it in items if weight_map[it[0]] == f]) for f in files])
+    with open(outdir + "/model.safetensors.index.json", "w") as f:
+        json.dump({"metadata": {"total_size": sum(it[2] for it in items)}, "weight_map": weight_map}, f)
+
+
+def write_stream(files):
+    """files: (path, items), items (name, info, nbytes, make(name, shape) -> bytes). Headers first,
+    then one tensor in memory at a time, made in name order over all files (so the random values
+    do not depend on how a checkpoint is split)."""
+    outs = {}
+    for path, items in files:
+        header, off = {}, 0
+        for name, info, nbytes, _ in items:
+            header[name] = dict(info, data_offsets=[off, off + nbytes])
+            off += nbytes
+        h = json.dumps(header).encode()
+        h += b" " * (-len(h) % 8)
+        f = open(path, "wb")
+        f.write(struct.pack("<Q", len(h)) + h)
+        for name, *_ in items:
+            outs[name] = f
+    for name, info, nbytes, make in sorted((it for _, items in files for it in items), key=lambda it: it[0]):
+        raw = make(name[len("model."):], info["shape"])
+        assert len(raw) == nbytes
+        outs[name].write(raw)
+    for f in set(outs.values()):
+        f.close()
 
 
 def _numel(shape):
@@ -244,7 +379,9 @@ if __name__ == "__main__":
     elif sys.argv[1] == "drop":
         drop(sys.argv[2], sys.argv[3], sys.argv[4])
     elif sys.argv[1] == "legacy":
-        legacy(sys.argv[2], sys.argv[3])
+        legacy(sys.argv[2], sys.argv[3], "--fused-tau" in sys.argv[4:])
+    elif sys.argv[1] == "reshape":
+        reshape(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     elif sys.argv[1] == "random":
         random_model(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
