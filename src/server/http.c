@@ -187,7 +187,8 @@ int srv_end_error(srv_req *q, tycho_error *te, const char **code) {
                  q->s->o.request_timeout_s);
         *code = "timeout";
     } else if (st == TYCHO_E_CANCELLED) {
-        snprintf(te->message, sizeof te->message, "the request was cancelled (the server is shutting down)");
+        snprintf(te->message, sizeof te->message, "the request was cancelled%s",
+                 atomic_load(&q->s->draining) ? " (the server is shutting down)" : "");
     }
     return status;
 }
@@ -245,13 +246,14 @@ enum MHD_Result srv_submit(srv_req *q, tycho_request_params *p) {
 // The connection was resumed: answer if the request ended.
 static enum MHD_Result req_finish(srv_req *q) {
     pthread_mutex_lock(&q->mu);
-    int done = q->done;
+    int done = q->done, gone = q->gone;
     if (!done) {  // not expected (only the waiter resumes, and only when done); wait again
         q->suspended = 1;
         MHD_suspend_connection(q->conn);
     }
     pthread_mutex_unlock(&q->mu);
     if (!done) return MHD_YES;
+    if (gone) return MHD_NO;  // nobody to answer: close the connection
     return q->api == API_OPENAI ? oa_finish(q) : md_finish(q);
 }
 
@@ -369,7 +371,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls, en
     } else if (q->tr && q->status == 200 && tycho_wait(q->tr, 0, NULL) == TYCHO_OK) {
         tycho_metrics m;
         tycho_request_metrics(q->tr, &m);
-        metrics_observe(&s->m, m.output_tokens > 0 ? m.ttft_ms / 1000 : -1, total_ms / 1000);
+        metrics_observe(&s->m, m.ttft_ms > 0 ? m.ttft_ms / 1000 : -1, total_ms / 1000);
     }
     if (s->o.verbose)
         srv_log("%s %s %d%s %.1f ms", q->method, route_name(q->route), q->status,

@@ -2,8 +2,10 @@
 // (moondream@0.2.0) for caption, query, detect and point, streamed and not,
 // and the OpenAI SDK against /v1/chat/completions. Every answer must equal
 // what the CLI answers for the same input. The Node client sends no
-// settings, so the server runs with --seed (env.seed) and the CLI gets the
-// same seed and the reference defaults (temperature 0.5, top_p 0.3).
+// settings, so the server runs with --seed (env.seed) and --max-tokens (to
+// keep the tiny random model's rambling short), and the CLI gets the same
+// seed, the same max_tokens and the reference defaults (temperature 0.5,
+// top_p 0.3).
 import fs from 'node:fs';
 import { vl } from 'moondream';
 import OpenAI from 'openai';
@@ -11,7 +13,7 @@ import sharp from 'sharp';
 import { check, cli, dataUri, env, equal, image, quick, report } from './lib.mjs';
 
 const md = new vl({ endpoint: env.url + '/v1' });
-const seed = ['--seed', env.seed];
+const seed = ['--seed', env.seed, '--max-tokens', env.maxTokens];
 
 async function collect(gen) {
   let text = '';

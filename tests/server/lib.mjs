@@ -10,6 +10,8 @@ export const env = {
   data: process.env.TYCHO_DATA,              // tests/data
   mode: process.env.TYCHO_MODE || 'full',    // full | quick (sanitizer builds)
   seed: process.env.TYCHO_SEED || '7',       // the server's --seed
+  maxTokens: process.env.TYCHO_MAX_TOKENS || '768',  // the server's --max-tokens
+  pid: Number(process.env.TYCHO_PID || 0),   // the server's process
   tmp: process.env.TYCHO_TMP || '/tmp',
 };
 export const model = `${env.data}/golden/md2-tiny`;

@@ -1,0 +1,80 @@
+// A server started with --api-key secret --max-batch-size 1 --max-queue 2
+// --timeout 0.5: the key on /v1/* (both headers, and the official client's
+// apiKey), 429 with Retry-After when the queue is full, 504 (or an error
+// event in a stream) for a request past its time.
+import { vl } from 'moondream';
+import OpenAI from 'openai';
+import { check, dataUri, env, equal, image, report, request, sseEvents } from './lib.mjs';
+
+const key = 'secret';
+const tiny = { question: 'q', settings: { temperature: 0, max_tokens: 2 } };
+
+// ---- the API key ----------------------------------------------------------------------------
+for (const [what, headers, status] of [
+  ['no key', {}, 401],
+  ['wrong key', { 'X-Moondream-Auth': 'nope' }, 401],
+  ['empty key', { 'X-Moondream-Auth': '' }, 401],
+  ['wrong bearer', { Authorization: 'Bearer nope' }, 401],
+  ['key as a prefix', { 'X-Moondream-Auth': key + 'x' }, 401],
+  ['X-Moondream-Auth', { 'X-Moondream-Auth': key }, 200],
+  ['Authorization: Bearer', { Authorization: 'Bearer ' + key }, 200],
+]) {
+  const r = await request('POST', '/v1/query', { body: tiny, headers });
+  check(r.status === status, what, r.status, r.text.slice(0, 200));
+  if (status === 401) check(r.json?.error?.type === 'authentication_error', what, 'body', r.text.slice(0, 200));
+}
+check((await request('GET', '/v1/models')).status === 401, '/v1/models needs the key');
+check((await request('GET', '/health')).status === 200, '/health needs no key');
+check((await request('GET', '/metrics')).status === 200, '/metrics needs no key');
+{
+  const md = new vl({ endpoint: env.url + '/v1', apiKey: key });
+  const r = await md.point({ image: { imageUrl: dataUri(image('c_96x64.png')) }, object: 'line' });
+  check(Array.isArray(r.points), 'official client with apiKey', r);
+  const anon = new vl({ endpoint: env.url + '/v1' });
+  let status = null;
+  try { await anon.point({ image: { imageUrl: dataUri(image('c_96x64.png')) }, object: 'line' }); } catch (e) { status = e.message; }
+  check(/status: 401/.test(status), 'official client without a key is refused', status);
+  const openai = new OpenAI({ baseURL: env.url + '/v1', apiKey: key, maxRetries: 0 });
+  const c = await openai.chat.completions.create({ model: 'x', max_tokens: 3, temperature: 0,
+    messages: [{ role: 'user', content: 'hi' }] });
+  check(c.choices[0].message.content.length > 0, 'OpenAI SDK with the key (Bearer)', c);
+}
+const auth = { 'X-Moondream-Auth': key };
+
+// ---- queue full: 429 with Retry-After; the others still right ----------------------------------
+{
+  const want = (await request('POST', '/v1/query', { body: tiny, headers: auth })).json?.answer;
+  const all = await Promise.all(Array.from({ length: 16 }, () => request('POST', '/v1/query', { body: tiny, headers: auth })));
+  const busy = all.filter((r) => r.status === 429);
+  check(busy.length > 0, 'no 429 with a queue of 2', all.map((r) => r.status).join(','));
+  check(all.every((r) => r.status === 200 || r.status === 429), 'statuses', all.map((r) => r.status).join(','));
+  check(busy.every((r) => r.headers['retry-after'] === '1' && r.json?.error?.type === 'rate_limit_error'),
+    '429 headers and body', busy[0]?.headers, busy[0]?.text);
+  check(all.filter((r) => r.status === 200).every((r) => r.json?.answer === want), 'answers under load');
+}
+
+// ---- timeout --------------------------------------------------------------------------------------
+const long = { question: 'Tell me everything.', settings: { temperature: 0, max_tokens: 1900 } };
+{
+  const r = await request('POST', '/v1/query', { body: long, headers: auth });
+  check(r.status === 504 && r.json?.error?.type === 'timeout_error' && r.json?.error?.code === 'timeout',
+    'timeout: 504', r.status, r.text.slice(0, 300));
+}
+{
+  const r = await request('POST', '/v1/query', { body: { ...long, stream: true }, headers: auth });
+  const events = sseEvents(r.text).map((e) => JSON.parse(e));
+  const last = events[events.length - 1];
+  check(r.status === 200 && r.headers['content-type'] === 'text/event-stream', 'stream headers', r.status, r.headers);
+  check(last?.completed === true && last?.error?.code === 'timeout' && !('answer' in last),
+    'timeout in a stream: an error event', last);
+  check(events.slice(0, -1).every((e) => e.completed === false && typeof e.chunk === 'string'), 'stream events before it');
+}
+{
+  const r = await request('POST', '/v1/chat/completions', { headers: auth, body: { stream: true, max_tokens: 1900,
+    temperature: 0, messages: [{ role: 'user', content: 'Tell me everything.' }] } });
+  const events = sseEvents(r.text);
+  check(events[events.length - 1] === '[DONE]' && JSON.parse(events[events.length - 2]).error?.code === 'timeout',
+    'timeout in a chat stream', events.slice(-2));
+}
+equal((await request('POST', '/v1/query', { body: tiny, headers: auth })).status, 200, 'serving after timeouts');
+report('limits');
