@@ -19,8 +19,7 @@ oracle for `tycho inspect`. It prints the same JSON lines as `tycho inspect
                                                widths (HF names): Moondream 3 (tau, MoE from moe.start_layer)
                                                when the config's model_type is "moondream3", else Moondream 2.
                                                Options: region_head=md2|md3|none (default: md2 for Moondream 2,
-                                               md3 for Moondream 3), moe_layers=N (only N MoE layers, for
-                                               benchmarks at a reduced depth), shards=K (K files + index)
+                                               md3 for Moondream 3), shards=K (K files + index)
 """
 import random as rnd
 import json
@@ -226,16 +225,13 @@ def md2_shapes(c):
     return s
 
 
-def md3_shapes(c, region_head, moe_layers=None):
-    """Moondream 3 (moondream.md 3.3): tau in every layer, MoE from moe.start_layer (or in the
-    last moe_layers layers only), region head md3 (ln + single Linear decoders), md2 or none."""
+def md3_shapes(c):
+    """Moondream 3 (moondream.md 3.3): tau in every layer, MoE from moe.start_layer."""
     s = md2_shapes(c)
-    t, r, moe = c["text"], c["region"], c["text"].get("moe", {})
+    t, moe = c["text"], c["text"].get("moe", {})
     d, h = t["dim"], t["n_heads"]
     qkv = 3 * d
     start = moe.get("start_layer", t["n_layers"]) if moe else t["n_layers"]
-    if moe_layers is not None:
-        start = t["n_layers"] - moe_layers
     for i in range(t["n_layers"]):
         p = f"text.blocks.{i}."
         s[p + "attn.tau.wq"] = [h, qkv]
@@ -291,8 +287,7 @@ def random_model(config_path, outdir, changes, seed=5):
         for k, v in defaults.items():
             c.setdefault(sec, {}).setdefault(k, v)
     head = opts.get("region_head", "md3" if md3 else "md2")
-    moe_layers = int(opts["moe_layers"]) if "moe_layers" in opts else None
-    shapes = md3_shapes(c, head, moe_layers) if md3 else md2_shapes(c)
+    shapes = md3_shapes(c) if md3 else md2_shapes(c)
     shapes = sorted(region_shapes(shapes, c, head).items())
     g = rnd.Random(seed)
     total = sum(_numel(s) for _, s in shapes)

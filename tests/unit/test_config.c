@@ -27,6 +27,15 @@ int main(void) {
     CHECK(parse(&c, "{\"model_type\": \"moondream3\", \"config\": {\"text\": {\"moe\": {\"num_experts\": 8, "
                     "\"start_layer\": 2, \"experts_per_token\": 3, \"expert_inner_dim\": 64}}}}", &err) == TY_OK);
     CHECK(c.arch == MD_ARCH_MD3 && c.text.rope_theta == 1500000.0f && c.text.moe.num_experts == 8);
+    CHECK(c.text.max_context == 4096 && !c.text.tau_gelu_tanh);
+    CHECK(c.given == (MD_GIVEN_NUM_EXPERTS | MD_GIVEN_START_LAYER | MD_GIVEN_TOP_K | MD_GIVEN_EXPERT_INNER));
+    // Settings given explicitly are marked so the loader keeps them; the rest come from the tensors.
+    CHECK(parse(&c, "{\"model_type\": \"moondream3\", \"config\": {\"skills\": [\"query\"]}}", &err) == TY_OK);
+    CHECK(c.arch == MD_ARCH_MD3 && c.given == 0 && c.text.moe.num_experts == 0 && c.text.dim == 2048);
+    CHECK(parse(&c, "{\"config\": {\"text\": {\"max_context\": 32768, \"tau_gelu\": \"tanh\", \"moe\": "
+                    "{\"experts_per_token\": 4}}, \"rope_theta\": 1e6}}", &err) == TY_OK);
+    CHECK(c.arch == MD_ARCH_MD2 && c.text.max_context == 32768 && c.text.tau_gelu_tanh && c.text.rope_theta == 1e6f);
+    CHECK(c.given == (MD_GIVEN_MAX_CONTEXT | MD_GIVEN_TOP_K | MD_GIVEN_ROPE_THETA) && c.text.moe.experts_per_token == 4);
 
     struct {
         const char *json, *needle;
@@ -44,6 +53,10 @@ int main(void) {
         {"{\"vision\": {\"enc_dim\": 100}}", "enc_n_heads"},
         {"{\"text\": {\"moe\": {\"num_experts\": 4, \"experts_per_token\": 5}}}", "experts_per_token 5 > num_experts 4"},
         {"{\"text\": {\"moe\": 7}}", "text.moe must be an object"},
+        {"{\"text\": {\"n_layers\": 4, \"moe\": {\"start_layer\": 4}}}", "start_layer 4 is past the last of 4 layers"},
+        {"{\"text\": {\"moe\": {\"num_experts\": 0}}}", "text.moe.num_experts must be an integer"},
+        {"{\"text\": {\"tau_gelu\": \"relu\"}}", "tau_gelu must be"},
+        {"{\"text\": {\"max_context\": 2000000}}", "text.max_context must be an integer"},
         {"{\"tokenizer\": {\"templates\": {\"query\": {\"prefix\": [1, -2]}}}}", "holds a non-id"},
         {"{\"tokenizer\": {\"templates\": {\"caption\": {\"short\": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]}}}}",
          "at most 16"},
