@@ -67,7 +67,15 @@ static void seq_done(void *owner, ty_status st, const ty_err *err) {
     request_finish(r->e, r, st, err);
 }
 
-static const sched_seq_ops SEQ_OPS = {seq_next_feed, seq_consume, seq_done};
+// The pixels are not needed once the prefix is in the KV cache: a long queue
+// of big images holds memory only until each is admitted.
+static void seq_image_used(void *owner) {
+    tycho_request *r = owner;
+    image_rgb_free(&r->img);
+    r->seq.image = NULL;
+}
+
+static const sched_seq_ops SEQ_OPS = {seq_next_feed, seq_consume, seq_done, seq_image_used};
 
 // ---- the engine thread -----------------------------------------------------------
 

@@ -40,7 +40,7 @@ static void one_done(void *owner, ty_status st, const ty_err *err) {
     if (st != TY_OK && err) o->err = *err;
 }
 
-static const sched_seq_ops ONE_OPS = {one_next, one_consume, one_done};
+static const sched_seq_ops ONE_OPS = {one_next, one_consume, one_done, NULL};
 
 ty_status generate_one(md_model *m, const tokenizer *tok, const generate_image *image, const skill_params *params,
                        skill_text_fn on_text, void *user, skill_request **out, generate_stats *stats, ty_err *err) {

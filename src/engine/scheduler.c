@@ -251,6 +251,7 @@ static int admit(scheduler *s, sched_seq *q) {
     }
     q->reserved = need;
     if (q->has_image && !root) q->need_vision = 1;  // no cache
+    if (q->has_image && root && q->ops->image_used) q->ops->image_used(q->owner);
     if (q->has_image && s->use_cache && !q->root) {
         ty_err e;
         if (prefix_cache_add_root(&s->cache, q->image_key, &q->root, &e) == TY_OK) {
@@ -320,8 +321,12 @@ static void run_vision(scheduler *s) {
     ty_status st = s->model.encode_images(s->model.ctx, n, images, embeds, &e);
     s->stats.vision_images += (uint64_t)n;
     for (int i = 0; i < n; i++) {
-        if (st != TY_OK) finish(s, who[i], st, &e);
-        else who[i]->need_vision = 0;
+        if (st != TY_OK) {
+            finish(s, who[i], st, &e);
+            continue;
+        }
+        who[i]->need_vision = 0;
+        if (who[i]->ops->image_used) who[i]->ops->image_used(who[i]->owner);
     }
 }
 

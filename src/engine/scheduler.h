@@ -39,6 +39,9 @@ typedef struct {
     // The sequence left the scheduler (finished, failed or cancelled); its
     // pages are released. status/err: TY_OK, TY_E_CANCELLED, or the failure.
     void (*done)(void *owner, ty_status status, const ty_err *err);
+    // Optional: the image will not be read again (the tower ran, or the
+    // prefix came from the cache), so its pixels can be freed.
+    void (*image_used)(void *owner);
 } sched_seq_ops;
 
 typedef enum { SEQ_NEW, SEQ_WAITING, SEQ_RUNNING, SEQ_DONE } sched_seq_state;

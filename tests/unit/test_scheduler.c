@@ -39,6 +39,7 @@ static ty_status fake_encode(void *ctx, int n, void *const *images, float *const
     f->vision_runs++;
     f->images_encoded += n;
     for (int i = 0; i < n; i++) {
+        CHECK(images[i] != NULL);
         int img = *(const int *)images[i];
         for (int r = 0; r < PREFIX - 1; r++) {
             embeds[i][r * DIM] = (float)(img * 100 + r);
@@ -90,7 +91,7 @@ typedef struct {
     int32_t feed_id;
     skill_feed feed;
     int phase;  // 0 prompt, 1 generating, 2 finished
-    int done_calls;
+    int done_calls, image_used;
     ty_status status;
 } fake_seq;
 
@@ -122,7 +123,13 @@ static void fs_done(void *owner, ty_status st, const ty_err *err) {
     q->status = st;
 }
 
-static const sched_seq_ops FS_OPS = {fs_next, fs_consume, fs_done};
+static void fs_image_used(void *owner) {
+    fake_seq *q = owner;
+    q->image_used++;
+    q->seq.image = NULL;  // as the engine frees the pixels: reading them again would crash
+}
+
+static const sched_seq_ops FS_OPS = {fs_next, fs_consume, fs_done, fs_image_used};
 static int IMAGE_IDS[8] = {0, 1, 2, 3, 4, 5, 6, 7};
 
 static void fs_init(fake_seq *q, int image, const int32_t *prompt, int n, int n_gen) {
@@ -224,6 +231,7 @@ static void check_output(const fake_seq *q, const char *what) {
     int32_t want[64];
     fs_expected(q, want);
     CHECK_MSG(q->done_calls == 1 && q->status == TY_OK, "%s: done %d status %d", what, q->done_calls, q->status);
+    CHECK_MSG(q->image_used == (q->image >= 0), "%s: image released %d times", what, q->image_used);
     CHECK_MSG(q->n_out == q->n_gen && !memcmp(q->out, want, (size_t)q->n_gen * sizeof *want), "%s: tokens differ", what);
 }
 
