@@ -79,7 +79,7 @@ run_node bad_input.test.mjs
 stop_server main "$pid"
 
 echo "== API key, queue, timeout"
-start_server limits --api-key secret --max-batch-size 1 --max-queue 2 --timeout 0.5
+start_server limits --api-key secret --max-batch-size 1 --max-queue 2 --timeout 0.5 --max-tokens 4
 run_node limits.test.mjs
 stop_server limits "$pid"
 
