@@ -3,7 +3,7 @@
 # nothing when they are all present. Uses sudo when not run as root.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libvips-dev libcjson-dev libxxhash-dev clang libclang-rt-14-dev python3
-    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user python3-pytest)
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user python3-pytest libmicrohttpd-dev nodejs)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
