@@ -447,6 +447,7 @@ static int push_seq(scheduler *s, sched_seq *q, int from, int to, int feed_rows,
 // bidirectionally, so it cannot be split) and then as much of the feed as the
 // row budget allows.
 static void plan_seq(scheduler *s, sched_seq *q, step_plan *pl) {
+    if (q->need_vision) return;  // its image waits for the next step's tower run
     int budget = s->max_rows - pl->n_rows, from = q->pos, to = q->pos;
     if (q->pos < q->prefix) {
         int n = q->prefix - q->pos;
