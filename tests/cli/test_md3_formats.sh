@@ -96,6 +96,17 @@ $ref random "$model/config.json" "$tmp/all-moe" text.n_layers=2 text.moe.num_exp
     text.moe.start_layer=0 text.moe.expert_inner_dim=32 vision.enc_n_layers=1
 "$tycho" query --model "$tmp/all-moe" --question hi --max-tokens 4 --temperature 0 --json >"$tmp/out"
 
+# Context: 4096 positions by default for Moondream 3; config.json may raise it (32K on the model card).
+mkdir "$tmp/long"
+cp "$model/tokenizer.json" "$model/config.json" "$tmp/long/"
+ln -s "$model/model.safetensors" "$tmp/long/model.safetensors"
+python3 -c "print('word ' * 4500)" >"$tmp/long.txt"
+edit_config "$tmp/long/config.json" 'c["text"].pop("max_context")'
+expect_fail "does not fit the context of 4096 positions" query --model "$tmp/long" --question "$(cat "$tmp/long.txt")"
+edit_config "$tmp/long/config.json" 'c["text"]["max_context"] = 32768'
+"$tycho" query --model "$tmp/long" --question "$(cat "$tmp/long.txt")" --max-tokens 3 --temperature 0 --json >"$tmp/out"
+python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['metrics']['input_tokens'] > 4096, r" "$tmp/out"
+
 # Refused: skills that need the region head md3-tiny lacks.
 expect_fail "no region head: detect needs one" detect --model "$model" "$img" --object x
 expect_fail "no region head: spatial_refs needs one" query --model "$model" "$img" --question hi --spatial-ref 0.1,0.2
