@@ -3,6 +3,7 @@
 #include "backend/cpu/cpu.h"
 
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 
 void cpu_convert_row(float *dst, const void *src, ty_dtype dtype, int64_t n) {
@@ -28,23 +29,35 @@ static void cpu_free(ty_backend *be) {
     free(c);
 }
 
+// Large buffers (the KV cache above all) come from mmap: zero pages the kernel
+// maps on first touch, so a generous KV budget costs memory only as it fills.
+enum { MMAP_MIN_BYTES = 4 << 20 };
+
+static size_t tensor_bytes(const ty_tensor *t) { return (size_t)(t->rows * t->cols) * sizeof(float); }
+
 static ty_status cpu_alloc(ty_backend *be, ty_tensor *t, ty_dtype dtype, int64_t rows, int64_t cols, ty_err *err) {
     memset(t, 0, sizeof *t);
     if (dtype != TY_DTYPE_F32) return ty_err_set(err, TY_E_UNSUPPORTED, "cpu: activations are f32");
     if (rows < 0 || cols < 0 || (cols && rows > INT64_MAX / 4 / cols))
         return ty_err_set(err, TY_E_ARG, "cpu: bad tensor shape (%lld, %lld)", (long long)rows, (long long)cols);
     size_t bytes = (size_t)(rows * cols) * sizeof(float);
-    // 64-byte aligned so SIMD rows start on cache lines when cols allows.
     void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
-        return ty_err_set(err, TY_E_NOMEM, "cpu: cannot allocate %zu bytes", bytes);
-    memset(p, 0, bytes);
+    if (bytes >= MMAP_MIN_BYTES) {
+        p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return ty_err_set(err, TY_E_NOMEM, "cpu: cannot map %zu bytes", bytes);
+    } else {
+        // 64-byte aligned so SIMD rows start on cache lines when cols allows.
+        if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+            return ty_err_set(err, TY_E_NOMEM, "cpu: cannot allocate %zu bytes", bytes);
+        memset(p, 0, bytes);
+    }
     *t = (ty_tensor){.dtype = dtype, .rows = rows, .cols = cols, .stride = cols, .data = p};
     return TY_OK;
 }
 
 static void cpu_release(ty_backend *be, ty_tensor *t) {
-    free(t->data);
+    if (t->data && tensor_bytes(t) >= MMAP_MIN_BYTES) munmap(t->data, tensor_bytes(t));
+    else free(t->data);
     memset(t, 0, sizeof *t);
 }
 
