@@ -275,11 +275,6 @@ def test_encoded_image_unknown_key(md):
         md.caption(tycho.EncodedImage("not a key"), settings=GREEDY)
 
 
-@pytest.mark.xfail(
-    reason="engine bug (fab20b1): after a text-only query, image_key '000...0' finds the text-only prefix "
-    "root (key {0, 0}) and the scheduler crashes in add_rows (src/engine/scheduler.c:373)",
-    strict=False,
-)
 def test_zero_image_key_after_text_only_query():
     """The all-zero key is not the text-only prefix (in a child process: a crash fails the test)."""
     code = (
