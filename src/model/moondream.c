@@ -120,8 +120,8 @@ static ty_status get_features(loader *L, const char *name, int64_t rows, int64_t
 }
 
 // The region head, when the checkpoint has one (md3-tiny-like checkpoints
-// have none): Fourier encoders, then MLP decoders (Moondream 2) or, when
-// region.ln exists, that LayerNorm and single Linear decoders (Moondream 3).
+// have none): Fourier encoders, then MLP decoders (Moondream 2) or single
+// Linear decoders (Moondream 3), after region.ln when that exists.
 static ty_status load_region(loader *L) {
     const md_region_config *c = &L->m->cfg.region;
     md_region_weights *r = &L->m->region;
@@ -134,8 +134,9 @@ static ty_status load_region(loader *L) {
     TRY(get_linear(L, "region.coord_encoder", d, c->coord_feat_dim, &r->coord_encoder));
     TRY(get_linear(L, "region.size_encoder", d, c->size_feat_dim, &r->size_encoder));
     r->has_ln = md_load_find(L, "region.ln.weight") != NULL;
-    if (r->has_ln) {
-        TRY(get_norm(L, "region.ln", d, &r->ln));
+    r->single = md_load_find(L, "region.coord_decoder.weight") != NULL;
+    if (r->has_ln) TRY(get_norm(L, "region.ln", d, &r->ln));
+    if (r->single) {
         TRY(get_linear(L, "region.coord_decoder", c->coord_out_dim, d, &r->coord_fc2));
         TRY(get_linear(L, "region.size_decoder", c->size_out_dim, d, &r->size_fc2));
     } else {

@@ -61,11 +61,13 @@ typedef struct {
 } md_text_weights;
 
 // The region head. Moondream 2 decodes with MLPs (fc1, GELU, fc2); Moondream
-// 3 (a checkpoint with region.ln) with one Linear after that LayerNorm, kept
-// in coord_fc2 / size_fc2 (coord_fc1 / size_fc1 unused).
+// 3 with one Linear each (region.coord_decoder.weight), kept in coord_fc2 /
+// size_fc2 (coord_fc1 / size_fc1 unused), after region.ln when the
+// checkpoint has it (moondream.md §17 item 3: LN iff its tensors exist).
 typedef struct {
     int present;               // a checkpoint without region tensors has no region head
-    int has_ln;                // Moondream 3 decoders
+    int single;                // one Linear per decoder (Moondream 3)
+    int has_ln;                // region.ln before the decoders
     ty_tensor coord_features;  // (1, coord_feat_dim / 2)
     ty_tensor size_features;   // (2, size_feat_dim / 2)
     md_norm ln;

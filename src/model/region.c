@@ -79,32 +79,43 @@ static ty_status mlp_decode(md_model *m, const md_linear *fc1, const md_linear *
     return s;
 }
 
-// Moondream 3: region.ln, then one Linear (kept in fc2).
-static ty_status ln_decode(md_model *m, const md_linear *lin, int64_t out_dim, const float *hidden, float *logits,
-                           ty_err *err) {
+// region.ln of one hidden row into out (dim).
+static ty_status region_ln(md_model *m, const float *hidden, float *out, ty_err *err) {
     const ty_backend_ops *op = m->be->ops;
     int64_t d = m->cfg.text.dim;
     ty_tensor x, h;
-    float *normed = malloc((size_t)d * sizeof(float));
-    if (!normed) return ty_err_set(err, TY_E_NOMEM, "out of memory");
     ty_status s = op->alloc(m->be, &x, TY_DTYPE_F32, 1, d, err);
-    if (s == TY_OK && (s = op->alloc(m->be, &h, TY_DTYPE_F32, 1, d, err)) == TY_OK) {
+    if (s != TY_OK) return s;
+    if ((s = op->alloc(m->be, &h, TY_DTYPE_F32, 1, d, err)) == TY_OK) {
         op->write(m->be, x, hidden);
         op->layernorm(m->be, h, x, m->region.ln.w, m->region.ln.b, 1e-5f);
-        op->read(m->be, h, normed);
+        op->read(m->be, h, out);
         op->release(m->be, &h);
     }
-    if (x.data) op->release(m->be, &x);
-    if (s == TY_OK) s = linear1(m, lin, normed, d, logits, out_dim, TY_ACT_NONE, err);
-    free(normed);
+    op->release(m->be, &x);
     return s;
 }
 
+// Moondream 2: an MLP; Moondream 3: one Linear (kept in fc2); either after
+// region.ln when the checkpoint has it.
 static ty_status decode(md_model *m, const md_linear *fc1, const md_linear *fc2, int64_t out_dim,
                         const float *hidden, float *logits, ty_err *err) {
     if (!m->region.present) return ty_err_set(err, TY_E_UNSUPPORTED, "this model has no region head");
-    if (m->region.has_ln) return ln_decode(m, fc2, out_dim, hidden, logits, err);
-    return mlp_decode(m, fc1, fc2, out_dim, hidden, logits, err);
+    int64_t d = m->cfg.text.dim;
+    float *normed = NULL;
+    if (m->region.has_ln) {
+        if (!(normed = malloc((size_t)d * sizeof(float)))) return ty_err_set(err, TY_E_NOMEM, "out of memory");
+        ty_status s = region_ln(m, hidden, normed, err);
+        if (s != TY_OK) {
+            free(normed);
+            return s;
+        }
+        hidden = normed;
+    }
+    ty_status s = m->region.single ? linear1(m, fc2, hidden, d, logits, out_dim, TY_ACT_NONE, err)
+                                   : mlp_decode(m, fc1, fc2, out_dim, hidden, logits, err);
+    free(normed);
+    return s;
 }
 
 ty_status md_region_decode_coord(md_model *m, const float *hidden, float *logits, ty_err *err) {

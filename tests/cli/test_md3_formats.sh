@@ -70,8 +70,8 @@ cp "$model/tokenizer.json" "$tsnap/"
 HF_HOME=$tmp/hf run moondream/moondream3-preview >"$tmp/got"
 cmp "$tmp/want" "$tmp/got" || { echo "HF cache layout differs"; exit 1; }
 
-# Other widths, expert counts, top-k and MoE start; random checkpoints (sharded), both region heads.
-for head in md3 md2; do
+# Other widths, expert counts, top-k and MoE start; random checkpoints (sharded), every region head.
+for head in md3 md3-noln md2; do
     mkdir "$tmp/other-$head"
     cp "$model/tokenizer.json" "$tmp/other-$head/"
     $ref random "$model/config.json" "$tmp/other-$head" text.dim=96 text.n_heads=3 text.n_kv_heads=3 text.n_layers=3 \

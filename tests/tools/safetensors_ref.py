@@ -18,8 +18,9 @@ oracle for `tycho inspect`. It prints the same JSON lines as `tycho inspect
                                                "text.moe.num_experts=4") and a random bf16 checkpoint of those
                                                widths (HF names): Moondream 3 (tau, MoE from moe.start_layer)
                                                when the config's model_type is "moondream3", else Moondream 2.
-                                               Options: region_head=md2|md3|none (default: md2 for Moondream 2,
-                                               md3 for Moondream 3), shards=K (K files + index)
+                                               Options: region_head=md2|md3|md3-noln|none (default: md2 for
+                                               Moondream 2, md3 for Moondream 3; md3-noln: single Linear decoders
+                                               without region.ln), shards=K (K files + index)
 """
 import random as rnd
 import json
@@ -249,16 +250,18 @@ def md3_shapes(c):
 
 
 def region_shapes(s, c, head):
-    """Replaces md2_shapes' region decoders by Moondream 3's (head "md3") or drops the region ("none")."""
+    """Replaces md2_shapes' region decoders by Moondream 3's (head "md3", "md3-noln": without
+    region.ln) or drops the region ("none")."""
     r, d = c["region"], c["text"]["dim"]
     if head == "md2":
         return s
     for k in [k for k in s if k.startswith("region.")]:
         if head == "none" or "_decoder." in k:
             del s[k]
-    if head == "md3":
-        s["region.ln.weight"] = [d]
-        s["region.ln.bias"] = [d]
+    if head.startswith("md3"):
+        if head == "md3":
+            s["region.ln.weight"] = [d]
+            s["region.ln.bias"] = [d]
         s["region.coord_decoder.weight"] = [r["coord_out_dim"], d]
         s["region.coord_decoder.bias"] = [r["coord_out_dim"]]
         s["region.size_decoder.weight"] = [r["size_out_dim"], d]
