@@ -124,6 +124,10 @@ int server_run(const server_options *o) {
             s->model_name);
 
     double t0 = srv_now_ms();
+    // Tests stretch the load to see the server while it loads (a tiny model loads in 0.1 s).
+    const char *delay = getenv("TYCHO_TEST_LOAD_DELAY_MS");
+    int delay_ms = delay ? atoi(delay) : 0;
+    if (delay_ms > 0) nanosleep(&(struct timespec){delay_ms / 1000, (long)(delay_ms % 1000) * 1000000L}, NULL);
     tycho_engine *e = NULL;
     tycho_error te;
     int rc = 0;

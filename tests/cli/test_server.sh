@@ -4,7 +4,8 @@
 #   1. clients + bad input: every answer equals the CLI's; every bad request
 #      gets its 4xx (or is cancelled) and the next request is served;
 #   2. --api-key, a full queue (429) and --timeout (504) on a second server;
-#   3. SIGTERM during a stream: the stream finishes, the server exits 0.
+#   3. while the model loads: 503 (/health, requests), then 200;
+#   4. SIGTERM during a stream: the stream finishes, the server exits 0.
 # Each server must exit 0 after SIGTERM (under ASan that includes the leak
 # check at exit). Third argument "quick" (sanitizer builds) runs fewer cases.
 set -euo pipefail
@@ -28,7 +29,7 @@ trap cleanup EXIT
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
-# start_server NAME ARGS...: sets pid and url.
+# start_server NAME ARGS...: sets pid and url; waits for /health unless $no_wait is set.
 start_server() {
     local name=$1
     shift
@@ -48,6 +49,7 @@ start_server() {
         exit 1
     fi
     url=http://127.0.0.1:$port
+    [ -n "${no_wait:-}" ] && return
     node "$srv/wait_ready.mjs" "$url" 120 || { cat "$tmp/$name.log"; exit 1; }
 }
 
@@ -82,6 +84,11 @@ echo "== API key, queue, timeout"
 start_server limits --api-key secret --max-batch-size 1 --max-queue 2 --timeout 0.5 --max-tokens 4
 run_node limits.test.mjs
 stop_server limits "$pid"
+
+echo "== while the model loads"
+TYCHO_TEST_LOAD_DELAY_MS=3000 no_wait=1 start_server loading
+run_node loading.test.mjs
+stop_server loading "$pid"
 
 echo "== SIGTERM during a stream"
 start_server shutdown

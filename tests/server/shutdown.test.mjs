@@ -9,7 +9,7 @@ const port = Number(new URL(env.url).port);
 const maxTokens = quick ? 300 : 1500;
 const body = JSON.stringify({ question: 'Tell me everything.', stream: true, settings: { temperature: 0, max_tokens: maxTokens } });
 
-// While the stream runs, 150 ms after the signal: a new connection must be refused.
+// While the stream runs, 50 ms after the signal: a new connection must be refused.
 let refused = null, endedBeforeProbe = false;
 const probe = () => new Promise((resolve) => {
   const s = net.connect(port, '127.0.0.1');
@@ -24,7 +24,7 @@ const result = await new Promise((resolve, reject) => {
       if (!signalled && text.includes('data: ')) {
         signalled = true;
         process.kill(env.pid, 'SIGTERM');
-        sleep(150).then(() => { endedBeforeProbe = ended; return probe(); }).then((r) => { refused = r; });
+        sleep(50).then(() => { endedBeforeProbe = ended; return probe(); }).then((r) => { refused = r; });
       }
     });
     res.on('end', () => { ended = true; resolve({ status: res.statusCode, text }); });
