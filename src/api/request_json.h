@@ -66,6 +66,7 @@ typedef struct {
 typedef struct {
     tycho_request_params params;  // ready for tycho_submit; points into the fields below
     int stream;                   // "stream": true (caption, query)
+    int include_usage;            // chat: "stream_options": {"include_usage": true}
     char *question, *object;      // owned copies
     char length[8];               // "short" | "normal" | "long" | ""
     uint8_t *image;               // owned decoded image bytes (image_len of them)
@@ -89,6 +90,25 @@ ty_status request_json_parse_text(request_json *r, const char *text, size_t len,
 // Parses text as one JSON value (whitespace around it allowed, nothing else);
 // TY_E_FORMAT (param "") otherwise. Free *out with cJSON_Delete.
 ty_status request_json_body_parse(const char *text, size_t len, cJSON **out, request_json_error *err);
+
+// An OpenAI chat completion body (api.md §2) as a query, for the server's
+// POST /v1/chat/completions. The question is the text of the last user
+// message (its text parts joined by "\n"); the image is the last image_url
+// part of that message or, when it has none, of the latest earlier user
+// message that has one (a follow-up question about the same picture); more
+// than one image in the last user message is an error. System, developer,
+// assistant and tool messages are allowed and not used. Fields:
+//   messages             required: [{"role", "content": str | [{"type": "text", "text"} |
+//                        {"type": "image_url", "image_url": {"url"} | url}]}]
+//   max_completion_tokens | max_tokens, temperature, top_p, stream: as the query's settings
+//   seed                 integer in [0, 2^53] (params.seed)
+//   stream_options       {"include_usage": bool} (include_usage)
+//   n                    1 if given; model: a string if given (not used)
+// Unknown keys are ignored. Errors name the chat's fields: "messages",
+// "messages[2].content[1]", "max_tokens", "temperature", ... (a bad image
+// or an empty question: "messages").
+ty_status request_json_parse_chat(request_json *r, const cJSON *body, const request_json_options *o,
+                                  request_json_error *err);
 
 // Decodes the image bytes into pixels on the calling thread, bounded by
 // max_pixels (width * height from the file's header, checked before any pixel

@@ -466,6 +466,95 @@ static void test_decode_image(void) {
     free(png);
 }
 
+// OpenAI chat bodies as queries: which text and image are used, the chat's
+// fields, and errors naming the chat's params.
+static ty_status chat(request_json *r, const char *text, request_json_error *e) {
+    cJSON *body;
+    ty_status st = request_json_body_parse(text, strlen(text), &body, e);
+    if (st == TY_OK) st = request_json_parse_chat(r, body, NULL, e);
+    cJSON_Delete(body);
+    return st;
+}
+
+#define CHECK_CHAT_FAIL(text, code, param_)                                                                   \
+    do {                                                                                                     \
+        request_json r_;                                                                                     \
+        request_json_error e_;                                                                               \
+        request_json_init(&r_);                                                                              \
+        ty_status s_ = chat(&r_, text, &e_);                                                                 \
+        CHECK_MSG(s_ == (code) && !strcmp(e_.param, param_), "%s: got %s param '%s' (%s)", text,             \
+                  ty_status_name(s_), e_.param, e_.err.msg);                                                 \
+        CHECK(r_.image == NULL && r_.question == NULL);                                                      \
+        request_json_free(&r_);                                                                              \
+    } while (0)
+
+static void test_chat(void) {
+    request_json r;
+    request_json_error e;
+    request_json_init(&r);
+    // A plain string; system and assistant turns are not used.
+    CHECK(chat(&r, "{\"model\": \"m\", \"messages\": [{\"role\": \"system\", \"content\": \"be nice\"},"
+                   " {\"role\": \"user\", \"content\": \"first\"}, {\"role\": \"assistant\", \"content\": null},"
+                   " {\"role\": \"user\", \"content\": \"second\"}]}", &e) == TY_OK);
+    CHECK(r.params.skill == TYCHO_SKILL_QUERY && !strcmp(r.params.question, "second") && !r.params.image_bytes);
+    CHECK(r.params.max_tokens == 768 && r.params.temperature == 0.5f && !r.stream && !r.params.has_seed);
+    // Parts: texts joined by "\n", the image; the chat's settings.
+    CHECK(chat(&r, "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\"},"
+                   " {\"type\": \"image_url\", \"image_url\": {\"url\": \"data:image/png;base64,Zm9vYg==\"}},"
+                   " {\"type\": \"text\", \"text\": \"b\"}]}], \"max_tokens\": 9, \"temperature\": 0, \"top_p\": 0.5,"
+                   " \"seed\": 12345678901, \"stream\": true, \"stream_options\": {\"include_usage\": true}, \"n\": 1}",
+               &e) == TY_OK);
+    CHECK(!strcmp(r.params.question, "a\nb") && r.image_len == 4 && !memcmp(r.image, "foob", 4));
+    CHECK(r.params.max_tokens == 9 && r.params.temperature == 0 && r.params.top_p == 0.5f && r.stream &&
+          r.include_usage && r.params.has_seed && r.params.seed == 12345678901ull);
+    // max_completion_tokens wins over max_tokens; an image from an earlier user message; image_url as a string.
+    CHECK(chat(&r, "{\"max_tokens\": 5, \"max_completion_tokens\": 7, \"messages\": [{\"role\": \"user\","
+                   " \"content\": [{\"type\": \"image_url\", \"image_url\": \"Zm9vYg==\"}, {\"type\": \"text\","
+                   " \"text\": \"what?\"}]}, {\"role\": \"assistant\", \"content\": \"a cat\"},"
+                   " {\"role\": \"user\", \"content\": \"and its color?\"}]}", &e) == TY_OK);
+    CHECK(r.params.max_tokens == 7 && r.image_len == 4 && !strcmp(r.params.question, "and its color?"));
+    request_json_free(&r);
+
+    CHECK_CHAT_FAIL("[]", TY_E_ARG, "");
+    CHECK_CHAT_FAIL("{}", TY_E_ARG, "messages");
+    CHECK_CHAT_FAIL("{\"messages\": []}", TY_E_ARG, "messages");
+    CHECK_CHAT_FAIL("{\"messages\": [5]}", TY_E_ARG, "messages[0]");
+    CHECK_CHAT_FAIL("{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}", TY_E_ARG, "messages[0]");
+    CHECK_CHAT_FAIL("{\"messages\": [{\"role\": \"assistant\", \"content\": \"x\"}]}", TY_E_ARG, "messages");
+    CHECK_CHAT_FAIL("{\"messages\": [{\"role\": \"user\", \"content\": 5}]}", TY_E_ARG, "messages[0].content");
+    CHECK_CHAT_FAIL("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"audio\"}]}]}", TY_E_UNSUPPORTED,
+                    "messages[0].content[0]");
+    CHECK_CHAT_FAIL("{\"messages\": [{\"role\": \"user\", \"content\": [{\"text\": \"x\"}]}]}", TY_E_ARG,
+                    "messages[0].content[0]");
+    CHECK_CHAT_FAIL("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": 1}]}]}",
+                    TY_E_ARG, "messages[0].content[0]");
+    CHECK_CHAT_FAIL("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", \"image_url\": {}}]}]}",
+                    TY_E_ARG, "messages[0].content[0]");
+    CHECK_CHAT_FAIL("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"q\"},"
+                    " {\"type\": \"image_url\", \"image_url\": \"Zm9v\"}, {\"type\": \"image_url\", \"image_url\": \"Zm9v\"}]}]}",
+                    TY_E_ARG, "messages[0].content");
+    CHECK_CHAT_FAIL("{\"messages\": [{\"role\": \"user\", \"content\": \"  \"}]}", TY_E_ARG, "messages");
+    CHECK_CHAT_FAIL("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"q\"},"
+                    " {\"type\": \"image_url\", \"image_url\": \"@@@@\"}]}]}", TY_E_FORMAT, "messages");
+    const char *u = "\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]";
+    struct {
+        const char *field, *param;
+        ty_status code;
+    } bad[] = {
+        {"\"temperature\": -1", "temperature", TY_E_ARG},   {"\"top_p\": 2", "top_p", TY_E_ARG},
+        {"\"max_tokens\": 0", "max_tokens", TY_E_ARG},      {"\"max_completion_tokens\": 1.5", "max_tokens", TY_E_ARG},
+        {"\"stream\": 1", "stream", TY_E_ARG},              {"\"n\": 2", "n", TY_E_UNSUPPORTED},
+        {"\"seed\": -1", "seed", TY_E_ARG},                 {"\"seed\": 1.5", "seed", TY_E_ARG},
+        {"\"model\": 3", "model", TY_E_ARG},                {"\"stream_options\": 1", "stream_options", TY_E_ARG},
+        {"\"stream_options\": {\"include_usage\": 1}", "stream_options", TY_E_ARG},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char body[300];
+        snprintf(body, sizeof body, "{%s, %s}", u, bad[i].field);
+        CHECK_CHAT_FAIL(body, bad[i].code, bad[i].param);
+    }
+}
+
 static void test_body(void) {
     CHECK_FAIL(TYCHO_SKILL_CAPTION, "", TY_E_FORMAT, "");
     CHECK_FAIL(TYCHO_SKILL_CAPTION, "{\"image_url\": ", TY_E_FORMAT, "");
@@ -526,6 +615,7 @@ int main(void) {
     test_settings();
     test_default_max_tokens();
     test_decode_image();
+    test_chat();
     test_body();
     test_skill_names();
     return test_report("test_request_json");
