@@ -399,6 +399,11 @@ int http_start(server *s, char *err, size_t err_len) {
         snprintf(err, err_len, "cannot resolve host '%s': %s", s->o.host, gai_strerror(gai));
         return -1;
     }
+    // A pool of epoll threads rather than a thread per connection: requests
+    // wait for the engine on suspended connections (no thread each), idle
+    // keep-alive connections cost no thread either, and a thread per
+    // connection could not suspend at all (libmicrohttpd forbids it there),
+    // so streams would need a blocked thread per client.
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     s->d = MHD_start_daemon(flags, (uint16_t)s->o.port, NULL, NULL, on_request, s,
