@@ -1,17 +1,21 @@
-// Moondream 3 (or any checkpoint) end to end on the CPU: one greedy caption
-// of an image through the library (vision, BOS + image + prompt prefill, then
-// decode), with the decode time per token set against the bandwidth floor:
-// the weight bytes one decode token must read (every dense weight, the
-// router, and only the k chosen experts of each MoE layer) over the read
+// Moondream 3 (or any checkpoint) on the CPU at the model layer, as the
+// engine runs one request: the vision tower over an image's crops, the
+// 730-row BOS + image prefix, a caption prompt, then greedy decode one row at
+// a time. Decode time per token is set against the bandwidth floor: the
+// weight bytes one decode token must read (every dense weight, each MoE
+// layer's router and only its k chosen experts, the LM head) over the read
 // bandwidth the decode GEMV reaches on this machine, measured in the same run.
-// usage: bench_md3 MODEL_DIR IMAGE [tokens] [threads]
+// Pixels are random (the weights are too): the costs are those of any image
+// with that tiling. Needs no image or tokenizer library (links model,
+// backend, core and safetensors only), so it can run on a bare machine.
+// usage: bench_md3 MODEL_DIR [ROWSxCOLS (1x1: 378x378 image, 2 crops; 2x4: 640x480, 9)] [tokens] [threads]
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "engine/generate.h"
+#include "model/moondream.h"
 
 static double now(void) {
     struct timespec ts;
@@ -86,67 +90,120 @@ static double active_bytes(const md_model *m, double *expert_bytes) {
     return total + linear_bytes(&m->text.lm_head) + tensor_bytes(m->text.post_ln.w) + tensor_bytes(m->text.post_ln.b);
 }
 
+typedef struct {
+    md_model *m;
+    md_kv_cache kv;
+    int32_t *pages, prefix;
+    float *logits;
+} runner;
+
+// n rows of sequence 0 from position pos (ids, or embeds where id < 0); logits of the last row.
+static ty_status run(runner *R, int pos, int n, const int32_t *ids, const float *embeds, ty_err *err) {
+    int32_t *seq = calloc((size_t)n, sizeof *seq), *p = malloc((size_t)n * sizeof *p), kv_len = pos + n, last = n - 1;
+    for (int i = 0; i < n; i++) p[i] = pos + i;
+    const int32_t *tables[1] = {R->pages};
+    ty_batch b = {.n_rows = n, .seq = seq, .pos = p, .n_seqs = 1, .prefix = &R->prefix, .kv_len = &kv_len,
+                  .pages = tables};
+    md_text_step st = {.batch = &b, .ids = ids, .embeds = embeds, .n_out = 1, .out_rows = &last, .logits = R->logits};
+    ty_status s = md_text_forward(R->m, &R->kv, &st, err);
+    free(seq);
+    free(p);
+    return s;
+}
+
+static int argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
 int main(int argc, char **argv) {
-    if (argc < 3) {
-        fprintf(stderr, "usage: bench_md3 MODEL_DIR IMAGE [tokens] [threads]\n");
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_md3 MODEL_DIR [ROWSxCOLS] [tokens] [threads]\n");
         return 2;
     }
+    int rows = 1, cols = 1;
+    if (argc > 2 && sscanf(argv[2], "%dx%d", &rows, &cols) != 2) return 2;
     int tokens = argc > 3 ? atoi(argv[3]) : 20, threads = argc > 4 ? atoi(argv[4]) : 0;
     ty_err err = {0};
     ty_backend *be = NULL;
-    md_model *m = NULL;
-    tokenizer *tok = NULL;
-    image_rgb img = {0};
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer.json", argv[1]);
+    runner R = {0};
     double t0 = now();
-    if (backend_cpu_init(&be, threads, &err) || image_init(&err) || md_model_init(&m, argv[1], be, &err) ||
-        tokenizer_init_from_file(&tok, path, &err) || image_load_file(&img, argv[2], NULL, &err)) {
+    if (backend_cpu_init(&be, threads, &err) || md_model_init(&R.m, argv[1], be, &err)) {
         fprintf(stderr, "bench_md3: %s\n", err.msg);
         return 1;
     }
-    double load_s = now() - t0;
+    md_model *m = R.m;
     const md_text_config *c = &m->cfg.text;
-    printf("model: %s, %d layers (MoE from %d: %d experts, top %d, width %d), dim %d, tau %d\n",
-           m->cfg.arch == MD_ARCH_MD3 ? "moondream3" : "moondream2", c->n_layers,
+    printf("model: %s, %d layers (MoE from %d: %d experts, top %d, width %d), dim %d, tau %d; load %.2f s, "
+           "RSS after load %.2f GB\n", m->cfg.arch == MD_ARCH_MD3 ? "moondream3" : "moondream2", c->n_layers,
            c->moe.num_experts ? c->moe.start_layer : -1, c->moe.num_experts, c->moe.experts_per_token,
-           c->moe.expert_inner_dim, c->dim, c->tau);
-    printf("load: %.2f s, RSS after load %.2f GB\n", load_s, status_kb("VmRSS") / 1e6);
-
+           c->moe.expert_inner_dim, c->dim, c->tau, now() - t0, status_kb("VmRSS") / 1e6);
     double bw = gemv_bandwidth(be);
-    skill_params p;
-    skill_params_default(&p, SKILL_CAPTION);
-    p.temperature = 0;
-    p.max_tokens = tokens;
-    skill_request *r = NULL;
-    generate_stats st = {0};
+
+    // Vision: crop 0 global, then the tiles; a 1x1 tiling's tile is the global crop.
+    int n_crops = rows * cols == 1 ? 2 : 1 + rows * cols;
+    size_t crop = (size_t)378 * 378 * 3;
+    uint8_t *pix = malloc(crop * n_crops);
+    unsigned seed = 1;
+    for (size_t i = 0; i < crop * n_crops; i++) pix[i] = (uint8_t)((seed = seed * 1103515245u + 12345u) >> 24);
+    if (n_crops == 2) memcpy(pix + crop, pix, crop);
     float *embeds = malloc((size_t)MD_PATCHES * c->dim * sizeof(float));
-    double tv = now();
-    ty_status s = embeds ? generate_image_embeds(m, &img, embeds, &err) : TY_E_NOMEM;
-    double vision_s = now() - tv;
-    generate_image gi = {.embeds = embeds};
-    if (s == TY_OK) s = generate_one(m, tok, &gi, &p, NULL, NULL, &r, &st, &err);
+    t0 = now();
+    ty_status s = md_vision_encode(m, pix, n_crops, rows, cols, NULL, embeds, &err);
+    double vision_s = now() - t0;
+
+    // Text: BOS + image prefix, the normal caption prompt (caption[1]), then greedy decode.
+    int prompt_n = m->cfg.tok.caption[1].n, total = 1 + MD_PATCHES + prompt_n + tokens;
+    int n_pages = (total + 63) / 64;
+    R.prefix = 1 + MD_PATCHES;
+    R.pages = malloc((size_t)n_pages * sizeof *R.pages);
+    for (int i = 0; i < n_pages; i++) R.pages[i] = i;
+    R.logits = malloc((size_t)c->vocab_size * sizeof(float));
+    int32_t *ids = malloc((size_t)R.prefix * sizeof *ids);
+    ids[0] = m->cfg.tok.bos_id;
+    for (int i = 1; i < R.prefix; i++) ids[i] = -1;
+    if (s == TY_OK) s = md_kv_cache_init(m, &R.kv, n_pages, 64, &err);
+    t0 = now();
+    if (s == TY_OK) s = run(&R, 0, R.prefix, ids, embeds, &err);
+    double prefix_s = now() - t0;
+    t0 = now();
+    if (s == TY_OK) s = run(&R, R.prefix, prompt_n, m->cfg.tok.caption[1].ids, NULL, &err);
+    double prompt_s = now() - t0;
+    double *step = malloc((size_t)tokens * sizeof *step);
+    int pos = R.prefix + prompt_n;
+    for (int i = 0; i < tokens && s == TY_OK; i++, pos++) {
+        int32_t next = argmax(R.logits, c->vocab_size);
+        t0 = now();
+        s = run(&R, pos, 1, &next, NULL, &err);
+        step[i] = now() - t0;
+    }
     if (s != TY_OK) {
         fprintf(stderr, "bench_md3: %s\n", err.msg);
         return 1;
     }
-    int n_fed = 0;
-    skill_fed_ids(r, &n_fed);  // decode steps: every generated token fed back
-    double experts = 0, bytes = active_bytes(m, &experts);
-    double ms_token = n_fed ? st.decode_ms / n_fed : 0, floor_ms = bytes / (bw * 1e9) * 1e3;
-    printf("caption (%d tokens): %.60s...\n", skill_output_tokens(r), skill_text(r));
-    printf("vision %.1f s, text prefill (%d-row BOS + image prefix, then the prompt) %.1f s, decode %.1f ms/token "
-           "over %d steps\n", vision_s, st.prefix_tokens, st.prefill_ms / 1e3, ms_token, n_fed);
-    printf("decode reads %.3f GB of weights per token (%.3f GB of them the %d chosen experts of each MoE layer)\n",
+    double sum = 0;
+    for (int i = 0; i < tokens; i++) sum += step[i];
+    qsort(step, (size_t)tokens, sizeof *step, cmp_double);
+    double experts = 0, bytes = active_bytes(m, &experts), ms = sum / tokens * 1e3, floor_ms = bytes / (bw * 1e9) * 1e3;
+    printf("%dx%d tiling (%d crops): vision %.2f s, %d-row prefix %.2f s, %d-token prompt %.3f s\n", rows, cols,
+           n_crops, vision_s, R.prefix, prefix_s, prompt_n, prompt_s);
+    printf("decode: %d tokens, mean %.1f ms/token (median %.1f, min %.1f, max %.1f)\n", tokens, ms,
+           step[tokens / 2] * 1e3, step[0] * 1e3, step[tokens - 1] * 1e3);
+    printf("a decode token reads %.3f GB of weights (%.3f GB: the %d chosen experts of the MoE layers)\n",
            bytes / 1e9, experts / 1e9, c->moe.experts_per_token);
     printf("GEMV read bandwidth %.1f GB/s -> floor %.1f ms/token; decode at %.0f%% of the floor\n", bw, floor_ms,
-           ms_token > 0 ? 100 * floor_ms / ms_token : 0);
-    printf("peak RSS %.2f GB (now: %.2f GB file-backed, %.2f GB anonymous)\n", status_kb("VmHWM") / 1e6,
+           100 * floor_ms / ms);
+    printf("peak RSS %.2f GB (at the end: %.2f GB file-backed, %.2f GB anonymous)\n", status_kb("VmHWM") / 1e6,
            status_kb("RssFile") / 1e6, status_kb("RssAnon") / 1e6);
-    skill_free(r);
+    md_kv_cache_free(m, &R.kv);
+    free(step);
+    free(ids);
+    free(R.pages);
+    free(R.logits);
     free(embeds);
-    image_rgb_free(&img);
-    tokenizer_free(tok);
+    free(pix);
     md_model_free(m);
     be->ops->free(be);
     return 0;

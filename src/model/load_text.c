@@ -72,15 +72,20 @@ static ty_status load_tau(md_loader *L, int layer, int64_t qkv_width, md_tau *ta
     char name[96];
     snprintf(name, sizeof name, "text.blocks.%d.attn.tau.wqwv", layer);
     if (md_load_find(L, "%s", name)) {  // fused (Kestrel): wq rows, then wv rows
-        ty_tensor both;
-        TRY(md_load_get(L, name, 2, 2 * h, qkv_width, 0, &both));
-        tau->wq = tensor_rows(both, 0, h);
-        tau->wv = tensor_rows(both, h, h);
+        TRY(md_load_get(L, name, 2, 2 * h, qkv_width, 0, &tau->wqwv));
+        tau->wq = tensor_rows(tau->wqwv, 0, h);
+        tau->wv = tensor_rows(tau->wqwv, h, h);
     } else {
         snprintf(name, sizeof name, "text.blocks.%d.attn.tau.wq", layer);
         TRY(md_load_get(L, name, 2, h, qkv_width, 0, &tau->wq));
         snprintf(name, sizeof name, "text.blocks.%d.attn.tau.wv", layer);
         TRY(md_load_get(L, name, 2, h, qkv_width, 0, &tau->wv));
+        // HF files store tensors in name order, so wv usually follows wq directly: one (2h, width) view.
+        if (tau->wq.dtype == tau->wv.dtype &&
+            (char *)tau->wq.data + (size_t)(h * qkv_width) * dtype_size(tau->wq.dtype) == (char *)tau->wv.data) {
+            tau->wqwv = tau->wq;
+            tau->wqwv.rows = 2 * h;
+        }
     }
     snprintf(name, sizeof name, "text.blocks.%d.attn.tau.alpha", layer);
     return md_load_get(L, name, 1, h, 0, 0, &tau->alpha);

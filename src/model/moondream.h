@@ -33,7 +33,9 @@ typedef struct {
 
 // Tau attention (§8.1): per-head token and position scales of q and v.
 typedef struct {
-    ty_tensor wq, wv;  // (n_heads, qkv width) each; views of one (2 n_heads, qkv width) when stored fused
+    ty_tensor wq, wv;  // (n_heads, qkv width) each
+    ty_tensor wqwv;    // (2 n_heads, qkv width): wq then wv when they lie back to back (fused, or adjacent
+                       // in the file as HF writes them), so one matmul does both; data NULL otherwise
     ty_tensor alpha;   // (1, n_heads)
 } md_tau;
 

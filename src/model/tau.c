@@ -33,8 +33,12 @@ ty_status md_tau_apply(md_model *m, const md_tau *tau, ty_tensor qkv, const ty_b
     op->read(be, qkv, rows);
     for (int64_t i = 0; i < n * w; i++) feat[i] = gelu(rows[i], c->tau_gelu_tanh);
     op->write(be, f, feat);
-    op->matmul(be, tensor_cols(t, 0, H), f, tau->wq, NULL, TY_ACT_NONE);
-    op->matmul(be, tensor_cols(t, H, H), f, tau->wv, NULL, TY_ACT_NONE);
+    if (tau->wqwv.data) {  // one pass over both (decode runs many small ops: each costs a thread-pool round)
+        op->matmul(be, t, f, tau->wqwv, NULL, TY_ACT_NONE);
+    } else {
+        op->matmul(be, tensor_cols(t, 0, H), f, tau->wq, NULL, TY_ACT_NONE);
+        op->matmul(be, tensor_cols(t, H, H), f, tau->wv, NULL, TY_ACT_NONE);
+    }
     op->read(be, t, tok);
     op->read(be, tau->alpha, alpha);
     for (int64_t r = 0; r < n; r++) {
