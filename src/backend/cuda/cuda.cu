@@ -1,0 +1,211 @@
+// CUDA backend: f32 activations in device memory, weights uploaded once in
+// their stored dtype, one stream per backend (ops are ordered on it; read
+// waits for it), cuBLASLt for matmul and own kernels for the rest.
+#include <string.h>
+
+#include "backend/cuda/cuda.h"
+
+extern "C" {
+#include "core/half.h"
+}
+
+void *cuda_scratch_get(cuda_backend *c, cuda_scratch *s, size_t bytes) {
+    if (bytes <= s->bytes) return s->p;
+    size_t want = s->bytes * 2 > bytes ? s->bytes * 2 : bytes;
+    if (s->p) {
+        CUDA_CHECK(cudaStreamSynchronize(c->stream));
+        CUDA_CHECK(cudaFree(s->p));
+    }
+    CUDA_CHECK(cudaMalloc(&s->p, want));
+    s->bytes = want;
+    return s->p;
+}
+
+void *cuda_meta_upload(cuda_backend *c, size_t off, const void *host, size_t n) {
+    char *d = (char *)c->meta.p + off;
+    // Pageable host memory: returns once the bytes are staged, so the host copy may change after.
+    if (n) CUDA_CHECK(cudaMemcpyAsync(d, host, n, cudaMemcpyHostToDevice, c->stream));
+    return d;
+}
+
+static void track(cuda_backend *c, void *p) {
+    if (c->n_allocs == c->cap_allocs) {
+        int cap = c->cap_allocs ? c->cap_allocs * 2 : 256;
+        void **a = (void **)realloc(c->allocs, (size_t)cap * sizeof *a);
+        if (!a) abort();
+        c->allocs = a;
+        c->cap_allocs = cap;
+    }
+    c->allocs[c->n_allocs++] = p;
+}
+
+static int untrack(cuda_backend *c, void *p) {
+    for (int i = c->n_allocs - 1; i >= 0; i--)
+        if (c->allocs[i] == p) {
+            c->allocs[i] = c->allocs[--c->n_allocs];
+            return 1;
+        }
+    return 0;
+}
+
+static void cuda_free_backend(ty_backend *be) {
+    cuda_backend *c = cuda_of(be);
+    cudaSetDevice(c->device);
+    cudaStreamSynchronize(c->stream);
+    for (int i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i]);
+    free(c->allocs);
+    cudaFree(c->act.p);
+    cudaFree(c->meta.p);
+    cudaFree(c->workspace);
+    if (c->lt) cublasLtDestroy(c->lt);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+}
+
+static ty_status dev_alloc(cuda_backend *c, void **p, size_t bytes, ty_err *err) {
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 256);
+    if (e != cudaSuccess) {
+        cudaGetLastError();  // clear it: an allocation failure is the caller's to handle
+        *p = NULL;
+        return ty_err_set(err, TY_E_NOMEM, "cuda: cannot allocate %zu bytes on GPU %d: %s", bytes, c->device,
+                          cudaGetErrorString(e));
+    }
+    track(c, *p);
+    return TY_OK;
+}
+
+static ty_status cuda_alloc(ty_backend *be, ty_tensor *t, ty_dtype dtype, int64_t rows, int64_t cols, ty_err *err) {
+    cuda_backend *c = cuda_of(be);
+    memset(t, 0, sizeof *t);
+    if (dtype != TY_DTYPE_F32) return ty_err_set(err, TY_E_UNSUPPORTED, "cuda: activations are f32");
+    if (rows < 0 || cols < 0 || (cols && rows > INT64_MAX / 4 / cols))
+        return ty_err_set(err, TY_E_ARG, "cuda: bad tensor shape (%lld, %lld)", (long long)rows, (long long)cols);
+    size_t bytes = (size_t)(rows * cols) * sizeof(float);
+    void *p;
+    ty_status s = dev_alloc(c, &p, bytes, err);
+    if (s != TY_OK) return s;
+    // Zeroed like the CPU backend's memory (a fresh KV cache reads as zeros).
+    CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, c->stream));
+    *t = (ty_tensor){.dtype = dtype, .rows = rows, .cols = cols, .stride = cols, .data = p};
+    return TY_OK;
+}
+
+static void cuda_release(ty_backend *be, ty_tensor *t) {
+    cuda_backend *c = cuda_of(be);
+    if (t->data && untrack(c, t->data)) {
+        CUDA_CHECK(cudaStreamSynchronize(c->stream));  // ops queued on it may still read it
+        CUDA_CHECK(cudaFree(t->data));
+    }
+    memset(t, 0, sizeof *t);
+}
+
+static ty_status cuda_weight(ty_backend *be, ty_tensor *t, ty_dtype dtype, int64_t rows, int64_t cols,
+                             const void *host, ty_err *err) {
+    cuda_backend *c = cuda_of(be);
+    memset(t, 0, sizeof *t);
+    if (dtype != TY_DTYPE_F32 && dtype != TY_DTYPE_BF16 && dtype != TY_DTYPE_F16)
+        return ty_err_set(err, TY_E_UNSUPPORTED, "cuda: weights must be BF16, F16 or F32, not %s", dtype_name(dtype));
+    if (rows < 0 || cols < 0 || (cols && rows > INT64_MAX / 4 / cols))
+        return ty_err_set(err, TY_E_ARG, "cuda: bad weight shape (%lld, %lld)", (long long)rows, (long long)cols);
+    size_t bytes = (size_t)(rows * cols) * dtype_size(dtype);
+    void *p;
+    ty_status s = dev_alloc(c, &p, bytes, err);
+    if (s != TY_OK) return s;
+    // Uploaded once, synchronously: the host mapping may go away after this.
+    CUDA_CHECK(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice));
+    *t = (ty_tensor){.dtype = dtype, .rows = rows, .cols = cols, .stride = cols, .data = p};
+    return TY_OK;
+}
+
+static void cuda_write(ty_backend *be, ty_tensor dst, const float *host) {
+    cuda_backend *c = cuda_of(be);
+    if (dst.rows == 0 || dst.cols == 0) return;
+    if (dst.dtype != TY_DTYPE_F32) {
+        fprintf(stderr, "tycho cuda: write into a %s tensor (activations are f32)\n", dtype_name(dst.dtype));
+        abort();
+    }
+    CUDA_CHECK(cudaMemcpy2DAsync(dst.data, (size_t)dst.stride * 4, host, (size_t)dst.cols * 4, (size_t)dst.cols * 4,
+                                 (size_t)dst.rows, cudaMemcpyHostToDevice, c->stream));
+}
+
+static void cuda_read(ty_backend *be, ty_tensor src, float *host) {
+    cuda_backend *c = cuda_of(be);
+    if (src.rows == 0 || src.cols == 0) return;
+    size_t es = dtype_size(src.dtype);
+    if (src.dtype == TY_DTYPE_F32) {
+        CUDA_CHECK(cudaMemcpy2DAsync(host, (size_t)src.cols * 4, src.data, (size_t)src.stride * 4,
+                                     (size_t)src.cols * 4, (size_t)src.rows, cudaMemcpyDeviceToHost, c->stream));
+        CUDA_CHECK(cudaStreamSynchronize(c->stream));
+        return;
+    }
+    // bf16/f16 (a weight): raw rows, converted here.
+    uint16_t *raw = (uint16_t *)malloc((size_t)(src.rows * src.cols) * es);
+    if (!raw) abort();
+    CUDA_CHECK(cudaMemcpy2DAsync(raw, (size_t)src.cols * es, src.data, (size_t)src.stride * es, (size_t)src.cols * es,
+                                 (size_t)src.rows, cudaMemcpyDeviceToHost, c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    for (int64_t i = 0; i < src.rows * src.cols; i++)
+        host[i] = src.dtype == TY_DTYPE_BF16 ? bf16_to_f32(raw[i]) : f16_to_f32(raw[i]);
+    free(raw);
+}
+
+static const ty_backend_ops cuda_ops = {
+    .name = "cuda",
+    .free = cuda_free_backend,
+    .alloc = cuda_alloc,
+    .release = cuda_release,
+    .weight = cuda_weight,
+    .write = cuda_write,
+    .read = cuda_read,
+    .matmul = cuda_matmul,
+    .layernorm = cuda_layernorm,
+    .add = cuda_add,
+    .embed = cuda_embed,
+    .rope = cuda_rope,
+    .kv_write = cuda_kv_write,
+    .attention = cuda_attention,
+    .attention_dense = cuda_attention_dense,
+};
+
+extern "C" int backend_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+extern "C" ty_status backend_cuda_init(ty_backend **out, int device, ty_err *err) {
+    *out = NULL;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        cudaGetLastError();
+        return ty_err_set(err, TY_E_UNSUPPORTED, "cuda: no GPU (%s)",
+                          e != cudaSuccess ? cudaGetErrorString(e) : "no device");
+    }
+    if (device < 0 || device >= n)
+        return ty_err_set(err, TY_E_ARG, "cuda: no GPU %d (this process sees %d)", device, n);
+    cuda_backend *c = (cuda_backend *)calloc(1, sizeof *c);
+    if (!c) return ty_err_set(err, TY_E_NOMEM, "out of memory");
+    c->base.ops = &cuda_ops;
+    c->device = device;
+    cudaDeviceProp prop;
+    if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaMalloc(&c->workspace, CUDA_LT_WORKSPACE)) != cudaSuccess) {
+        cudaGetLastError();
+        cuda_free_backend(&c->base);
+        return ty_err_set(err, TY_E_UNSUPPORTED, "cuda: cannot set up GPU %d: %s", device, cudaGetErrorString(e));
+    }
+    c->smem_optin = prop.sharedMemPerBlockOptin;
+    if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) {
+        c->lt = NULL;
+        cuda_free_backend(&c->base);
+        return ty_err_set(err, TY_E_UNSUPPORTED, "cuda: cannot create a cuBLASLt handle");
+    }
+    cuda_scratch_get(c, &c->meta, 1 << 20);
+    *out = &c->base;
+    return TY_OK;
+}

@@ -1,0 +1,97 @@
+// The CUDA backend's internals shared by its op files (one .cu per op family).
+// C++ (nvcc) only.
+#ifndef TYCHO_BACKEND_CUDA_CUDA_H
+#define TYCHO_BACKEND_CUDA_CUDA_H
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+extern "C" {
+#include "backend/backend.h"
+}
+#include "backend/cuda/backend_cuda.h"
+
+// A device buffer that only grows (scratch for converted activations, the
+// batch's metadata). Reused by consecutive ops on the one stream.
+typedef struct {
+    void *p;
+    size_t bytes;
+} cuda_scratch;
+
+typedef struct {
+    ty_backend base;
+    int device;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *workspace;  // cuBLASLt's (CUDA_LT_WORKSPACE bytes)
+    cuda_scratch act;   // matmul: x rounded to the weight dtype
+    cuda_scratch meta;  // batch metadata (ids, positions, page tables)
+    size_t smem_optin;  // shared memory a block may ask for
+    // Every device allocation (alloc and weight), freed with the backend.
+    void **allocs;
+    int n_allocs, cap_allocs;
+} cuda_backend;
+
+enum { CUDA_LT_WORKSPACE = 32 << 20 };
+
+static inline cuda_backend *cuda_of(ty_backend *be) { return (cuda_backend *)be; }
+
+// Ops return nothing: a CUDA failure inside one is a broken device or a bug,
+// so it is reported and the process stops (as the CPU backend aborts on OOM).
+#define CUDA_CHECK(call)                                                                          \
+    do {                                                                                          \
+        cudaError_t e_ = (call);                                                                  \
+        if (e_ != cudaSuccess) {                                                                  \
+            fprintf(stderr, "tycho cuda: %s:%d: %s: %s\n", __FILE__, __LINE__, #call,             \
+                    cudaGetErrorString(e_));                                                      \
+            abort();                                                                              \
+        }                                                                                         \
+    } while (0)
+#define CUDA_LAUNCHED() CUDA_CHECK(cudaGetLastError())
+#define LT_CHECK(call)                                                                            \
+    do {                                                                                          \
+        cublasStatus_t s_ = (call);                                                               \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                        \
+            fprintf(stderr, "tycho cuda: %s:%d: %s: cublas status %d\n", __FILE__, __LINE__,      \
+                    #call, (int)s_);                                                              \
+            abort();                                                                              \
+        }                                                                                         \
+    } while (0)
+
+// The scratch buffer grown to at least `bytes` (stream-ordered: the old one is
+// freed only after the stream's work that may read it is done).
+void *cuda_scratch_get(cuda_backend *c, cuda_scratch *s, size_t bytes);
+
+// Copies n bytes of host data into the metadata scratch at byte offset off
+// (16-byte aligned by the caller); returns the device address. The host copy
+// may be reused as soon as this returns.
+void *cuda_meta_upload(cuda_backend *c, size_t off, const void *host, size_t n);
+
+// Element reads of a bf16/f16/f32 array as f32.
+__device__ __forceinline__ float cuda_load(const void *p, ty_dtype dt, int64_t i) {
+    if (dt == TY_DTYPE_F32) return ((const float *)p)[i];
+    unsigned short h = ((const unsigned short *)p)[i];
+    if (dt == TY_DTYPE_BF16) return __uint_as_float((unsigned)h << 16);
+    return __half2float(__ushort_as_half(h));
+}
+
+static inline unsigned cuda_blocks(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
+
+// Per-op entry points, wired into the ops table by cuda.cu.
+void cuda_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act);
+void cuda_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
+void cuda_add(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
+void cuda_embed(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids);
+void cuda_rope(ty_backend *be, ty_tensor x, int n_heads, int head_dim, int rot_dims, float theta,
+               const ty_batch *batch);
+void cuda_kv_write(ty_backend *be, ty_kv_layer *kv, ty_tensor k, ty_tensor v, const ty_batch *batch);
+void cuda_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_layer *kv, int n_heads, int n_kv_heads,
+                    int head_dim, float scale, const ty_batch *batch);
+void cuda_attention_dense(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor k, ty_tensor v, int n_heads,
+                          int head_dim, float scale, int group);
+
+#endif

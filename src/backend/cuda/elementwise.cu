@@ -1,0 +1,85 @@
+// Row-wise and element-wise ops: LayerNorm, add (with a repeated second
+// operand), embedding gather. f32 activations; gamma, beta, the added table
+// and the embedding table in any float dtype.
+#include "backend/cuda/cuda.h"
+
+enum { LN_THREADS = 256 };
+
+// Sum over the block (blockDim.x == LN_THREADS) of one double per thread.
+__device__ double block_sum(double v, double *sh) {
+    for (int o = 16; o > 0; o /= 2) v += __shfl_down_sync(0xffffffffu, v, o);
+    int w = threadIdx.x / 32, l = threadIdx.x % 32;
+    __syncthreads();  // sh may still be read from the previous call
+    if (l == 0) sh[w] = v;
+    __syncthreads();
+    double s = 0;
+    for (int i = 0; i < LN_THREADS / 32; i++) s += sh[i];
+    return s;
+}
+
+// One block per row. Mean and variance in two passes in double, as the CPU
+// backend does, so the statistics agree to far below f32 rounding.
+__global__ void layernorm_rows(float *y, int64_t ys, const float *x, int64_t xs, int64_t n, const void *g,
+                               ty_dtype gdt, const void *b, ty_dtype bdt, float eps) {
+    __shared__ double sh[LN_THREADS / 32];
+    const float *xr = x + (int64_t)blockIdx.x * xs;
+    float *yr = y + (int64_t)blockIdx.x * ys;
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < n; i += LN_THREADS) s += xr[i];
+    double mean = block_sum(s, sh) / (double)n;
+    s = 0;
+    for (int64_t i = threadIdx.x; i < n; i += LN_THREADS) s += (xr[i] - mean) * (xr[i] - mean);
+    double var = block_sum(s, sh) / (double)n;
+    float inv = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
+    for (int64_t i = threadIdx.x; i < n; i += LN_THREADS)
+        yr[i] = (xr[i] - m) * inv * cuda_load(g, gdt, i) + cuda_load(b, bdt, i);
+}
+
+void cuda_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps) {
+    cuda_backend *c = cuda_of(be);
+    CUDA_CHECK(cudaSetDevice(c->device));
+    if (x.rows == 0) return;
+    layernorm_rows<<<(unsigned)x.rows, LN_THREADS, 0, c->stream>>>((float *)y.data, y.stride, (const float *)x.data,
+                                                                   x.stride, x.cols, gamma.data, gamma.dtype,
+                                                                   beta.data, beta.dtype, eps);
+    CUDA_LAUNCHED();
+}
+
+__global__ void add_rows(float *y, int64_t ys, const float *a, int64_t as, const void *b, ty_dtype bdt, int64_t bs,
+                         int64_t brows, int64_t n, int64_t cols) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n * cols) return;
+    int64_t r = i / cols, j = i % cols;
+    y[r * ys + j] = a[r * as + j] + cuda_load(b, bdt, (r % brows) * bs + j);
+}
+
+void cuda_add(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b) {
+    cuda_backend *c = cuda_of(be);
+    CUDA_CHECK(cudaSetDevice(c->device));
+    int64_t total = y.rows * y.cols;
+    if (total == 0) return;
+    add_rows<<<cuda_blocks(total, 256), 256, 0, c->stream>>>((float *)y.data, y.stride, (const float *)a.data,
+                                                             a.stride, b.data, b.dtype, b.stride, b.rows, y.rows,
+                                                             y.cols);
+    CUDA_LAUNCHED();
+}
+
+__global__ void embed_rows(float *y, int64_t ys, const void *table, ty_dtype tdt, int64_t ts, const int32_t *ids,
+                           int64_t n, int64_t cols) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n * cols) return;
+    int64_t r = i / cols, j = i % cols;
+    y[r * ys + j] = cuda_load(table, tdt, (int64_t)ids[r] * ts + j);
+}
+
+void cuda_embed(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids) {
+    cuda_backend *c = cuda_of(be);
+    CUDA_CHECK(cudaSetDevice(c->device));
+    int64_t total = y.rows * y.cols;
+    if (total == 0) return;
+    cuda_scratch_get(c, &c->meta, (size_t)y.rows * sizeof(int32_t));
+    const int32_t *d_ids = (const int32_t *)cuda_meta_upload(c, 0, ids, (size_t)y.rows * sizeof(int32_t));
+    embed_rows<<<cuda_blocks(total, 256), 256, 0, c->stream>>>((float *)y.data, y.stride, table.data, table.dtype,
+                                                               table.stride, d_ids, y.rows, y.cols);
+    CUDA_LAUNCHED();
+}

@@ -1,0 +1,458 @@
+// CUDA backend ops against the CPU backend (the reference) on fresh random
+// inputs, op by op: matmul (bf16/f16/f32 weights, bias in f32 or bf16 or none,
+// no activation / GELU-tanh / GELU-erf, odd sizes, strided views), LayerNorm,
+// add with a repeated row table, embed, RoPE, kv_write (the whole cache
+// compared), paged attention (several sequences, bidirectional prefixes,
+// scattered pages, grouped kv heads, prefill and decode rows in one batch)
+// and dense grouped attention (the vision tower's 729-row crops). Every CUDA
+// output is poisoned with NaN before the op, so an element left unwritten
+// fails. Error = ‖cuda − ref‖ / ‖ref‖ over the whole output; NaN never passes.
+//
+// Exits 77 (ctest SKIP_RETURN_CODE) when built without TYCHO_CUDA or when the
+// machine has no GPU.
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/backend_cuda.h"
+#include "core/half.h"
+#include "test.h"
+
+#ifndef TYCHO_CUDA
+int main(void) {
+    printf("test_cuda_ops: skipped: built without CUDA (cmake -DTYCHO_CUDA=ON)\n");
+    return 77;
+}
+#else
+
+static uint64_t rng_state;
+static float frand(void) {  // uniform in [-1, 1)
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) & 0xffffff) / (float)0x800000 - 1.0f;
+}
+
+static ty_backend *cpu, *gpu;
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) abort();
+    return p;
+}
+
+static float *frandv(size_t n, float scale) {
+    float *p = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+
+// ‖a − b‖ / ‖b‖ (NaN if any a is NaN).
+static double rel_err(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) || isinf(a[i])) return NAN;
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static double rel_err_d(const float *a, const double *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) || isinf(a[i])) return NAN;
+        num += (a[i] - b[i]) * (a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+// A tensor on each backend with the same contents.
+typedef struct {
+    ty_tensor c, g;
+} pair;
+
+static pair act(int64_t rows, int64_t cols, const float *host) {
+    ty_err err;
+    pair p;
+    CHECK(cpu->ops->alloc(cpu, &p.c, TY_DTYPE_F32, rows, cols, &err) == TY_OK);
+    CHECK(gpu->ops->alloc(gpu, &p.g, TY_DTYPE_F32, rows, cols, &err) == TY_OK);
+    if (host) {
+        cpu->ops->write(cpu, p.c, host);
+        gpu->ops->write(gpu, p.g, host);
+    }
+    return p;
+}
+
+// An f32 output on both: the GPU's poisoned with NaN.
+static pair out_act(int64_t rows, int64_t cols) {
+    pair p = act(rows, cols, NULL);
+    float *nan = xmalloc((size_t)(rows * cols) * sizeof(float));
+    for (int64_t i = 0; i < rows * cols; i++) nan[i] = NAN;
+    gpu->ops->write(gpu, p.g, nan);
+    free(nan);
+    return p;
+}
+
+static pair weight(ty_dtype dt, int64_t rows, int64_t cols, const void *host) {
+    ty_err err;
+    pair p;
+    CHECK(cpu->ops->weight(cpu, &p.c, dt, rows, cols, host, &err) == TY_OK);
+    CHECK(gpu->ops->weight(gpu, &p.g, dt, rows, cols, host, &err) == TY_OK);
+    return p;
+}
+
+static void release(pair *p) {
+    cpu->ops->release(cpu, &p->c);
+    gpu->ops->release(gpu, &p->g);
+}
+
+// A weight: the CPU backend reads the host copy in place (and its release
+// would free it), so only the GPU's upload is released.
+static void release_weight(pair *p) { gpu->ops->release(gpu, &p->g); }
+
+// Reads t from both backends into fresh host rows.
+static void read_both(ty_tensor c, ty_tensor g, float **hc, float **hg) {
+    *hc = xmalloc((size_t)(c.rows * c.cols) * sizeof(float));
+    *hg = xmalloc((size_t)(g.rows * g.cols) * sizeof(float));
+    cpu->ops->read(cpu, c, *hc);
+    gpu->ops->read(gpu, g, *hg);
+}
+
+// Random values stored as dt (bytes in *raw); the f32 values they hold in *vals.
+static void rand_stored(ty_dtype dt, size_t n, float scale, void **raw, float **vals) {
+    *raw = xmalloc(n * dtype_size(dt));
+    *vals = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        float v = frand() * scale;
+        if (dt == TY_DTYPE_F32) {
+            ((float *)*raw)[i] = v;
+            (*vals)[i] = v;
+        } else if (dt == TY_DTYPE_BF16) {
+            uint16_t h = f32_to_bf16(v);
+            ((uint16_t *)*raw)[i] = h;
+            (*vals)[i] = bf16_to_f32(h);
+        } else {  // f16: multiples of 2^-12 in (-0.5, 0.5), exact in f16
+            float q = roundf(v / scale * 2048) / 4096;
+            int m = (int)lrintf(fabsf(q) * 4096);  // q = ±m · 2^-12, m < 2048
+            uint16_t h = q < 0 ? 0x8000 : 0;
+            if (m) {
+                int e = 0;
+                while ((m << e) < 1024) e++;  // normalise m · 2^-12 = (m << e) · 2^(-12-e), 1024 <= m<<e < 2048
+                int ex = 15 + 10 - 12 - e;    // biased exponent of (m<<e)/1024 · 2^(ex-15)
+                h |= (uint16_t)(ex << 10) | (uint16_t)((m << e) - 1024);
+            }
+            ((uint16_t *)*raw)[i] = h;
+            (*vals)[i] = f16_to_f32(h);
+        }
+    }
+}
+
+static float round_to(float v, ty_dtype dt) {
+    if (dt == TY_DTYPE_BF16) return bf16_to_f32(f32_to_bf16(v));
+    if (dt == TY_DTYPE_F16) {  // round to nearest even at f16's 11 significant bits (normal range)
+        if (v == 0) return 0;
+        int e;
+        frexpf(v, &e);
+        float ulp = ldexpf(1.0f, e - 11);
+        return rintf(v / ulp) * ulp;
+    }
+    return v;
+}
+
+// Matmul tolerances. Against the CPU backend (x in f32): bf16 weights take x
+// rounded to bf16 (8 significant bits: relative error up to 2^-9 per element,
+// RMS ~2^-9/√3 ≈ 1.1e-3, and the errors of k terms add randomly), so ~1e-3 on
+// a row; 5e-3 leaves a 4-5x margin while any indexing or layout bug gives
+// O(1). f16 (11 bits) is 8x tighter: 1e-3. f32 weights run in plain f32, so
+// only the summation order differs: ~1e-7 per output, 1e-5. Against a double
+// reference over the rounded x (what the GPU is meant to compute), every dtype
+// is f32 accumulation only: 1e-5.
+static void check_matmul(int n, int k, int m, ty_dtype wdt, ty_dtype bdt, int with_bias, ty_activation a,
+                         int strided) {
+    void *wraw, *braw;
+    float *wv, *bv;
+    rand_stored(wdt, (size_t)m * k, 0.2f, &wraw, &wv);
+    rand_stored(bdt, (size_t)m, 1.0f, &braw, &bv);
+    // Strided: x is columns [3, 3 + k) of an (n, k + 8) tensor, y columns [5, 5 + m) of (n, m + 7).
+    int xo = strided ? 3 : 0, xw = strided ? k + 8 : k, yo = strided ? 5 : 0, yw = strided ? m + 7 : m;
+    float *x = frandv((size_t)n * xw, 1.0f);
+    pair tx = act(n, xw, x), ty = out_act(n, yw), tw = weight(wdt, m, k, wraw), tb = weight(bdt, 1, m, braw);
+    ty_tensor xc = tensor_cols(tx.c, xo, k), xg = tensor_cols(tx.g, xo, k);
+    ty_tensor yc = tensor_cols(ty.c, yo, m), yg = tensor_cols(ty.g, yo, m);
+    cpu->ops->matmul(cpu, yc, xc, tw.c, with_bias ? &tb.c : NULL, a);
+    gpu->ops->matmul(gpu, yg, xg, tw.g, with_bias ? &tb.g : NULL, a);
+    float *hc, *hg;
+    read_both(yc, yg, &hc, &hg);
+    double *want = xmalloc((size_t)n * m * sizeof(double));
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < m; j++) {
+            double s = 0;
+            for (int p = 0; p < k; p++) s += (double)round_to(x[(size_t)i * xw + xo + p], wdt) * wv[(size_t)j * k + p];
+            s += with_bias ? bv[j] : 0;
+            want[(size_t)i * m + j] = a == TY_ACT_GELU_TANH ? 0.5 * s * (1 + tanh(0.7978845608028654 * (s + 0.044715 * s * s * s)))
+                                      : a == TY_ACT_GELU_ERF ? 0.5 * s * (1 + erf(s / sqrt(2.0)))
+                                                             : s;
+        }
+    double tol = wdt == TY_DTYPE_BF16 ? 5e-3 : wdt == TY_DTYPE_F16 ? 1e-3 : 1e-5;
+    double e_cpu = rel_err(hg, hc, (size_t)n * m), e_ref = rel_err_d(hg, want, (size_t)n * m);
+    CHECK_MSG(e_cpu < tol && e_ref < 1e-5, "matmul %s n=%d k=%d m=%d bias %s act %d strided %d: vs cpu %.3g (tol %.0e), vs rounded-x ref %.3g",
+              dtype_name(wdt), n, k, m, with_bias ? dtype_name(bdt) : "none", a, strided, e_cpu, tol, e_ref);
+    fprintf(stderr, "  matmul %-4s n=%-4d k=%-5d m=%-5d bias %-4s act %d strided %d: vs cpu %.2e  vs rounded-x ref %.2e\n",
+            dtype_name(wdt), n, k, m, with_bias ? dtype_name(bdt) : "none", a, strided, e_cpu, e_ref);
+    // The GPU wrote nothing outside its column slice (still NaN there).
+    if (strided) {
+        float *full = xmalloc((size_t)n * yw * sizeof(float));
+        gpu->ops->read(gpu, ty.g, full);
+        int outside = 0;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < yw; j++)
+                if ((j < yo || j >= yo + m) && !isnan(full[(size_t)i * yw + j])) outside++;
+        CHECK_MSG(outside == 0, "matmul wrote %d elements outside y's column slice", outside);
+        free(full);
+    }
+    release(&tx);
+    release(&ty);
+    release_weight(&tw);
+    release_weight(&tb);
+    free(wraw), free(braw), free(wv), free(bv), free(x), free(hc), free(hg), free(want);
+}
+
+// LayerNorm: both backends take mean and variance in double; only the f32
+// normalise-scale-shift rounds differently: 1e-5.
+static void check_layernorm(int n, int d, ty_dtype gdt) {
+    void *graw, *braw;
+    float *gv, *bv;
+    rand_stored(gdt, (size_t)d, 1.0f, &graw, &gv);
+    rand_stored(gdt, (size_t)d, 1.0f, &braw, &bv);
+    float *x = frandv((size_t)n * d, 3.0f);
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += 1.0f;  // a mean away from zero
+    pair tx = act(n, d, x), ty = out_act(n, d), tg = weight(gdt, 1, d, graw), tb = weight(gdt, 1, d, braw);
+    cpu->ops->layernorm(cpu, ty.c, tx.c, tg.c, tb.c, 1e-5f);
+    gpu->ops->layernorm(gpu, ty.g, tx.g, tg.g, tb.g, 1e-5f);
+    float *hc, *hg;
+    read_both(ty.c, ty.g, &hc, &hg);
+    double e = rel_err(hg, hc, (size_t)n * d);
+    CHECK_MSG(e < 1e-5, "layernorm n=%d d=%d %s: %.3g", n, d, dtype_name(gdt), e);
+    fprintf(stderr, "  layernorm n=%d d=%d %s: %.2e\n", n, d, dtype_name(gdt), e);
+    release(&tx), release(&ty), release_weight(&tg), release_weight(&tb);
+    free(graw), free(braw), free(gv), free(bv), free(x), free(hc), free(hg);
+}
+
+// add and embed: one f32 addition or a conversion per element, exact on both: bitwise.
+static void check_add_embed(void) {
+    enum { N = 37, D = 1152, BR = 5, V = 300 };
+    void *braw, *traw;
+    float *bv, *tv;
+    rand_stored(TY_DTYPE_BF16, (size_t)BR * D, 1.0f, &braw, &bv);
+    float *a = frandv((size_t)N * D, 1.0f), *b = frandv((size_t)N * D, 1.0f);
+    pair ta = act(N, D, a), tbf = act(N, D, b), ty = out_act(N, D), tb16 = weight(TY_DTYPE_BF16, BR, D, braw);
+    float *hc, *hg;
+    cpu->ops->add(cpu, ty.c, ta.c, tb16.c);  // a repeated (BR, D) bf16 table
+    gpu->ops->add(gpu, ty.g, ta.g, tb16.g);
+    read_both(ty.c, ty.g, &hc, &hg);
+    CHECK_MSG(memcmp(hc, hg, (size_t)N * D * sizeof(float)) == 0, "add with a repeated bf16 table differs");
+    free(hc), free(hg);
+    cpu->ops->add(cpu, ty.c, ta.c, tbf.c);  // plain f32, in place over an input too
+    gpu->ops->add(gpu, ty.g, ta.g, tbf.g);
+    cpu->ops->add(cpu, ta.c, ta.c, ty.c);
+    gpu->ops->add(gpu, ta.g, ta.g, ty.g);
+    read_both(ta.c, ta.g, &hc, &hg);
+    CHECK_MSG(memcmp(hc, hg, (size_t)N * D * sizeof(float)) == 0, "add f32 differs");
+    free(hc), free(hg);
+    static const ty_dtype dts[] = {TY_DTYPE_BF16, TY_DTYPE_F16, TY_DTYPE_F32};
+    for (int di = 0; di < 3; di++) {
+        rand_stored(dts[di], (size_t)V * D, 1.0f, &traw, &tv);
+        pair tt = weight(dts[di], V, D, traw), te = out_act(N, D);
+        int32_t ids[N];
+        for (int i = 0; i < N; i++) ids[i] = (int32_t)((frand() + 1) * 0.5f * V) % V;
+        ids[0] = V - 1;
+        cpu->ops->embed(cpu, te.c, tt.c, ids);
+        gpu->ops->embed(gpu, te.g, tt.g, ids);
+        read_both(te.c, te.g, &hc, &hg);
+        CHECK_MSG(memcmp(hc, hg, (size_t)N * D * sizeof(float)) == 0, "embed %s differs", dtype_name(dts[di]));
+        // read of a bf16/f16 weight converts like the CPU's
+        float *wc, *wg;
+        read_both(tt.c, tt.g, &wc, &wg);
+        CHECK_MSG(memcmp(wc, wg, (size_t)V * D * sizeof(float)) == 0, "read of a %s weight differs",
+                  dtype_name(dts[di]));
+        free(hc), free(hg), free(wc), free(wg);
+        release_weight(&tt), release(&te);
+        free(traw), free(tv);
+    }
+    fprintf(stderr, "  add, embed, weight read: bitwise equal\n");
+    release(&ta), release(&tbf), release(&ty), release_weight(&tb16);
+    free(braw), free(bv), free(a), free(b);
+}
+
+// RoPE: the same f32 angle on both; cosf/sinf differ by a few ulp between
+// glibc and CUDA (CUDA's max error is 2 ulp): 1e-5 relative.
+static void check_rope(int rows, int heads, int hd, int rot) {
+    float *x = frandv((size_t)rows * heads * hd, 1.0f);
+    int32_t *pos = xmalloc((size_t)rows * sizeof(int32_t)), *seq = xmalloc((size_t)rows * sizeof(int32_t));
+    for (int r = 0; r < rows; r++) pos[r] = (int32_t)((frand() + 1) * 1024), seq[r] = 0;
+    pos[0] = 0;
+    ty_batch b = {.n_rows = rows, .seq = seq, .pos = pos, .n_seqs = 1};
+    pair t = act(rows, heads * hd, x);
+    cpu->ops->rope(cpu, t.c, heads, hd, rot, 10000.0f, &b);
+    gpu->ops->rope(gpu, t.g, heads, hd, rot, 10000.0f, &b);
+    float *hc, *hg;
+    read_both(t.c, t.g, &hc, &hg);
+    double e = rel_err(hg, hc, (size_t)rows * heads * hd);
+    CHECK_MSG(e < 1e-5, "rope rows=%d heads=%d hd=%d rot=%d: %.3g", rows, heads, hd, rot, e);
+    fprintf(stderr, "  rope rows=%d heads=%d hd=%d rot=%d: %.2e\n", rows, heads, hd, rot, e);
+    release(&t);
+    free(x), free(pos), free(seq), free(hc), free(hg);
+}
+
+// Paged attention. Sequences of the given lengths and bidirectional prefixes
+// over scattered pages. Step 1 writes each sequence's first `hist` positions
+// (an earlier step); step 2 runs one batch with every sequence's remaining
+// rows (a prefill chunk, or one decode row), listed last sequence first:
+// kv_write then attention. The whole caches must be bitwise equal (kv_write
+// copies); attention is f32 on both, differing in summation order and exp
+// rounding: 1e-5.
+#define AT_MAXS 8
+static void check_attention(int n_seqs, const int *len, const int *prefix, const int *hist, int H, int KVH, int HD,
+                            int page) {
+    ty_err err;
+    int W = KVH * HD, total = 0, n_pages = 0;
+    for (int s = 0; s < n_seqs; s++) n_pages += (len[s] + page - 1) / page, total += len[s];
+    n_pages += 3;  // pages nobody uses
+    int32_t *perm = xmalloc((size_t)n_pages * sizeof(int32_t)), *tables[AT_MAXS];
+    for (int i = 0; i < n_pages; i++) perm[i] = i;
+    for (int i = n_pages - 1; i > 0; i--) {  // shuffle
+        int j = (int)((frand() + 1) * 0.5f * (i + 1)) % (i + 1), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    for (int s = 0, o = 0; s < n_seqs; s++) {
+        int np = (len[s] + page - 1) / page;
+        tables[s] = xmalloc((size_t)np * sizeof(int32_t));
+        for (int i = 0; i < np; i++) tables[s][i] = perm[o++];
+    }
+    ty_kv_layer kc = {.page_size = page}, kg = {.page_size = page};
+    CHECK(cpu->ops->alloc(cpu, &kc.k, TY_DTYPE_F32, (int64_t)n_pages * page, W, &err) == TY_OK);
+    CHECK(cpu->ops->alloc(cpu, &kc.v, TY_DTYPE_F32, (int64_t)n_pages * page, W, &err) == TY_OK);
+    CHECK(gpu->ops->alloc(gpu, &kg.k, TY_DTYPE_F32, (int64_t)n_pages * page, W, &err) == TY_OK);
+    CHECK(gpu->ops->alloc(gpu, &kg.v, TY_DTYPE_F32, (int64_t)n_pages * page, W, &err) == TY_OK);
+    int32_t *seq = xmalloc((size_t)total * sizeof(int32_t)), *pos = xmalloc((size_t)total * sizeof(int32_t));
+    int32_t kv_len[AT_MAXS];
+    const int32_t *ctables[AT_MAXS];
+    for (int s = 0; s < n_seqs; s++) ctables[s] = tables[s];
+    for (int step = 0; step < 2; step++) {
+        int R = 0;
+        for (int s = n_seqs - 1; s >= 0; s--) {
+            int p0 = step ? hist[s] : 0, p1 = step ? len[s] : hist[s];
+            for (int p = p0; p < p1; p++) seq[R] = s, pos[R] = p, R++;
+            kv_len[s] = p1;
+        }
+        if (R == 0) continue;
+        ty_batch b = {.n_rows = R, .seq = seq, .pos = pos, .n_seqs = n_seqs, .prefix = prefix, .kv_len = kv_len,
+                      .pages = ctables};
+        float *k = frandv((size_t)R * W, 1.0f), *v = frandv((size_t)R * W, 1.0f);
+        pair tk = act(R, W, k), tv = act(R, W, v);
+        cpu->ops->kv_write(cpu, &kc, tk.c, tv.c, &b);
+        gpu->ops->kv_write(gpu, &kg, tk.g, tv.g, &b);
+        if (step == 1) {
+            // q is columns [HD, HD + H*HD) of a wider tensor (a fused qkv row), out a plain tensor.
+            float *q = frandv((size_t)R * (H + 1) * HD, 2.0f);
+            pair tq = act(R, (H + 1) * HD, q), to = out_act(R, H * HD);
+            ty_tensor qc = tensor_cols(tq.c, HD, H * HD), qg = tensor_cols(tq.g, HD, H * HD);
+            cpu->ops->attention(cpu, to.c, qc, &kc, H, KVH, HD, 1.0f / sqrtf((float)HD), &b);
+            gpu->ops->attention(gpu, to.g, qg, &kg, H, KVH, HD, 1.0f / sqrtf((float)HD), &b);
+            float *hc, *hg;
+            read_both(to.c, to.g, &hc, &hg);
+            double e = rel_err(hg, hc, (size_t)R * H * HD);
+            CHECK_MSG(e < 1e-5, "paged attention seqs=%d H=%d KVH=%d HD=%d page=%d: %.3g", n_seqs, H, KVH, HD, page, e);
+            fprintf(stderr, "  paged attention seqs=%d rows=%d H=%d KVH=%d HD=%d page=%d: %.2e\n", n_seqs, R, H, KVH,
+                    HD, page, e);
+            release(&tq), release(&to);
+            free(q), free(hc), free(hg);
+        }
+        release(&tk), release(&tv);
+        free(k), free(v);
+    }
+    float *cc, *cg;
+    read_both(kc.k, kg.k, &cc, &cg);
+    CHECK_MSG(memcmp(cc, cg, (size_t)n_pages * page * W * sizeof(float)) == 0, "kv_write: K caches differ");
+    free(cc), free(cg);
+    read_both(kc.v, kg.v, &cc, &cg);
+    CHECK_MSG(memcmp(cc, cg, (size_t)n_pages * page * W * sizeof(float)) == 0, "kv_write: V caches differ");
+    free(cc), free(cg);
+    cpu->ops->release(cpu, &kc.k), cpu->ops->release(cpu, &kc.v);
+    gpu->ops->release(gpu, &kg.k), gpu->ops->release(gpu, &kg.v);
+    for (int s = 0; s < n_seqs; s++) free(tables[s]);
+    free(perm), free(seq), free(pos);
+}
+
+// Dense attention in groups (f32 on both, as paged): 1e-5.
+static void check_attention_dense(int groups, int group, int H, int HD) {
+    int R = groups * group, W = H * HD;
+    float *q = frandv((size_t)R * W, 2.0f), *k = frandv((size_t)R * W, 1.0f), *v = frandv((size_t)R * W, 1.0f);
+    pair tq = act(R, W, q), tk = act(R, W, k), tv = act(R, W, v), to = out_act(R, W);
+    cpu->ops->attention_dense(cpu, to.c, tq.c, tk.c, tv.c, H, HD, 1.0f / sqrtf((float)HD), group);
+    gpu->ops->attention_dense(gpu, to.g, tq.g, tk.g, tv.g, H, HD, 1.0f / sqrtf((float)HD), group);
+    float *hc, *hg;
+    read_both(to.c, to.g, &hc, &hg);
+    double e = rel_err(hg, hc, (size_t)R * W);
+    CHECK_MSG(e < 1e-5, "dense attention groups=%d group=%d H=%d HD=%d: %.3g", groups, group, H, HD, e);
+    fprintf(stderr, "  dense attention groups=%d group=%d H=%d HD=%d: %.2e\n", groups, group, H, HD, e);
+    release(&tq), release(&tk), release(&tv), release(&to);
+    free(q), free(k), free(v), free(hc), free(hg);
+}
+
+int main(void) {
+    ty_err err;
+    int n = backend_cuda_device_count();
+    if (n == 0 || backend_cuda_init(&gpu, 0, &err) != TY_OK) {
+        printf("test_cuda_ops: skipped: no usable GPU (%s)\n", n == 0 ? "none found" : err.msg);
+        return 77;
+    }
+    rng_state = (uint64_t)time(NULL);  // fresh inputs every run
+    fprintf(stderr, "seed %llu, %d GPU(s)\n", (unsigned long long)rng_state, n);
+    CHECK(backend_cpu_init(&cpu, 0, &err) == TY_OK);
+
+    static const ty_activation acts[] = {TY_ACT_NONE, TY_ACT_GELU_TANH, TY_ACT_GELU_ERF};
+    for (int a = 0; a < 3; a++) {
+        check_matmul(7, 37, 19, TY_DTYPE_BF16, TY_DTYPE_F32, 1, acts[a], 0);
+        check_matmul(1, 2048, 2048, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, acts[a], 0);  // decode
+        check_matmul(5, 48, 17, TY_DTYPE_F16, TY_DTYPE_F32, 1, acts[a], 0);
+        check_matmul(4, 9, 3, TY_DTYPE_F32, TY_DTYPE_F32, 1, acts[a], 0);
+    }
+    check_matmul(70, 333, 130, TY_DTYPE_BF16, TY_DTYPE_F32, 0, TY_ACT_NONE, 0);
+    check_matmul(17, 67, 45, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_GELU_TANH, 1);  // strided x and y
+    check_matmul(9, 64, 96, TY_DTYPE_F32, TY_DTYPE_F32, 1, TY_ACT_NONE, 1);
+    check_matmul(300, 1152, 1152, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_NONE, 0);  // vision-sized
+    check_matmul(128, 1152, 4304, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_GELU_TANH, 0);
+    check_matmul(64, 300, 65, TY_DTYPE_F32, TY_DTYPE_F32, 0, TY_ACT_GELU_ERF, 0);
+
+    check_layernorm(5, 96, TY_DTYPE_F32);
+    check_layernorm(33, 2048, TY_DTYPE_BF16);
+    check_layernorm(3, 1152, TY_DTYPE_F16);
+    check_add_embed();
+    check_rope(9, 3, 32, 32);
+    check_rope(40, 32, 64, 32);  // partial rotation, as Moondream's text decoder
+
+    {  // the CPU test's case: a 9-row prefill with a 6-row prefix, one decode row at 12
+        int len[2] = {9, 13}, prefix[2] = {6, 0}, hist[2] = {0, 12};
+        check_attention(2, len, prefix, hist, 2, 1, 16, 4);
+        check_attention(2, len, prefix, hist, 2, 1, 64, 4);
+    }
+    {  // image prefix 730 prefilled alone, then 3 decodes, a text-only prompt, a chunk mid-prefix
+        int len[4] = {800, 41, 1, 760}, prefix[4] = {730, 0, 0, 730}, hist[4] = {799, 0, 0, 500};
+        check_attention(4, len, prefix, hist, 32, 32, 64, 16);
+        int len2[4] = {731, 150, 23, 13}, prefix2[4] = {730, 17, 6, 0}, hist2[4] = {0, 100, 22, 12};
+        check_attention(4, len2, prefix2, hist2, 12, 4, 72, 7);  // grouped kv heads, odd page size
+    }
+    check_attention_dense(2, 5, 1, 16);
+    check_attention_dense(3, 50, 4, 64);
+    check_attention_dense(2, 729, 16, 72);  // two vision crops
+
+    gpu->ops->free(gpu);
+    cpu->ops->free(cpu);
+    return test_report("test_cuda_ops");
+}
+#endif
