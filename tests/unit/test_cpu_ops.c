@@ -2,7 +2,8 @@
 // portable C kernels, and both against naive double-precision references
 // (matmul with bias and activations over bf16/f16/f32 weights and odd sizes,
 // the decode GEMV path, LayerNorm, RoPE, paged attention with a bidirectional
-// prefix over a scattered page table, dense grouped attention).
+// prefix over a scattered page table, dense grouped attention); and batch
+// invariance: each row's result bitwise the same however rows are batched.
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,15 +31,9 @@ static double max_rel(const float *a, const double *b, size_t n) {
 
 static double gelu_tanh(double x) { return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
 
-// Weights are stored as `dtype`; the reference uses the values the backend reads.
-static void check_matmul(ty_backend *be, const char *name, int n, int k, int m, ty_dtype dtype, ty_activation act) {
-    ty_err err;
-    size_t es = dtype_size(dtype);
-    uint8_t *w = malloc((size_t)m * k * es);
-    float *wf = malloc((size_t)m * k * sizeof(float)), *x = malloc((size_t)n * k * sizeof(float));
-    float bias[4096], y_host[1];
-    (void)y_host;
-    for (size_t i = 0; i < (size_t)m * k; i++) {
+// Random weights stored as `dtype` in w; wf gets the values the backend reads.
+static void fill_weights(uint8_t *w, float *wf, size_t n, ty_dtype dtype) {
+    for (size_t i = 0; i < n; i++) {
         float v = frand() * 0.2f;
         if (dtype == TY_DTYPE_BF16) {
             uint16_t h = f32_to_bf16(v);
@@ -64,6 +59,16 @@ static void check_matmul(ty_backend *be, const char *name, int n, int k, int m, 
             wf[i] = v;
         }
     }
+}
+
+// Weights are stored as `dtype`; the reference uses the values the backend reads.
+static void check_matmul(ty_backend *be, const char *name, int n, int k, int m, ty_dtype dtype, ty_activation act) {
+    ty_err err;
+    size_t es = dtype_size(dtype);
+    uint8_t *w = malloc((size_t)m * k * es);
+    float *wf = malloc((size_t)m * k * sizeof(float)), *x = malloc((size_t)n * k * sizeof(float));
+    float bias[4096];
+    fill_weights(w, wf, (size_t)m * k, dtype);
     for (int j = 0; j < m; j++) bias[j] = frand();
     for (size_t i = 0; i < (size_t)n * k; i++) x[i] = frand();
     ty_tensor tx, ty, tw, tb;
@@ -91,6 +96,66 @@ static void check_matmul(ty_backend *be, const char *name, int n, int k, int m, 
     free(x);
     free(got);
     free(want);
+}
+
+// y = matmul of n rows of x (n, k) into y (n, m), through the backend.
+static void run_matmul(ty_backend *be, float *y, const float *x, int n, int k, ty_tensor w, const ty_tensor *bias,
+                       ty_activation act) {
+    ty_err err;
+    ty_tensor tx, ty;
+    be->ops->alloc(be, &tx, TY_DTYPE_F32, n, k, &err);
+    be->ops->alloc(be, &ty, TY_DTYPE_F32, n, w.rows, &err);
+    be->ops->write(be, tx, x);
+    be->ops->matmul(be, ty, tx, w, bias, act);
+    be->ops->read(be, ty, y);
+    be->ops->release(be, &tx);
+    be->ops->release(be, &ty);
+}
+
+// Batch invariance of matmul: every row of an n-row product is bitwise the row
+// computed alone (the decode GEMV for bf16), in chunks of 3 rows, and at the
+// mirrored position of the batch with its rows reversed. Called with k = 67
+// (a tail after every family's lane count) and m = 45 (a partial panel), and
+// k = 40, m = 150 (several of the decode GEMV's blocks of panels).
+static void check_matmul_invariance(ty_backend *be, const int K, const int M) {
+    enum { NMAX = 17, KMAX = 67, MMAX = 150 };
+    static const int ns[] = {1, 2, 3, 5, 8, 17};
+    static const ty_dtype dtypes[] = {TY_DTYPE_BF16, TY_DTYPE_F16, TY_DTYPE_F32};
+    static const ty_activation acts[] = {TY_ACT_NONE, TY_ACT_GELU_TANH, TY_ACT_GELU_ERF};
+    ty_err err;
+    static uint8_t w[MMAX * KMAX * 4];
+    static float wf[MMAX * KMAX], x[NMAX * KMAX], xr[NMAX * KMAX], full[NMAX * MMAX], part[NMAX * MMAX];
+    float bias[MMAX];
+    for (int j = 0; j < M; j++) bias[j] = frand();
+    ty_tensor tb;
+    be->ops->weight(be, &tb, TY_DTYPE_F32, 1, M, bias, &err);
+    for (int di = 0; di < 3; di++) {
+        fill_weights(w, wf, (size_t)M * K, dtypes[di]);
+        ty_tensor tw;
+        be->ops->weight(be, &tw, dtypes[di], M, K, w, &err);
+        for (int ai = 0; ai < 3; ai++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                int n = ns[ni], bad_alone = 0, bad_split = 0, bad_rev = 0;
+                for (int i = 0; i < n * K; i++) x[i] = frand() * 2;
+                for (int i = 0; i < n; i++) memcpy(xr + (size_t)(n - 1 - i) * K, x + (size_t)i * K, K * sizeof(float));
+                run_matmul(be, full, x, n, K, tw, &tb, acts[ai]);
+                for (int i = 0; i < n; i++) {
+                    run_matmul(be, part, x + (size_t)i * K, 1, K, tw, &tb, acts[ai]);
+                    bad_alone += memcmp(part, full + (size_t)i * M, M * sizeof(float)) != 0;
+                }
+                for (int i0 = 0; i0 < n; i0 += 3) {
+                    int c = n - i0 < 3 ? n - i0 : 3;
+                    run_matmul(be, part, x + (size_t)i0 * K, c, K, tw, &tb, acts[ai]);
+                    bad_split += memcmp(part, full + (size_t)i0 * M, (size_t)c * M * sizeof(float)) != 0;
+                }
+                run_matmul(be, part, xr, n, K, tw, &tb, acts[ai]);
+                for (int i = 0; i < n; i++)
+                    bad_rev += memcmp(part + (size_t)(n - 1 - i) * M, full + (size_t)i * M, M * sizeof(float)) != 0;
+                CHECK_MSG(!bad_alone && !bad_split && !bad_rev,
+                          "simd %d matmul invariance %s act %d n=%d: %d rows differ alone, %d chunks in 3s, %d reversed",
+                          backend_cpu_simd(be), dtype_name(dtypes[di]), acts[ai], n, bad_alone, bad_split, bad_rev);
+            }
+    }
 }
 
 static void check_layernorm_rope(ty_backend *be) {
@@ -255,6 +320,144 @@ static void check_attention(ty_backend *be, const int HD) {
     be->ops->release(be, &kv.v);
 }
 
+// Batch invariance of paged attention. Three sequences (bidirectional prefixes
+// of 6, 0 and 17 positions, then causal rows) over scattered pages. Reference:
+// every row of every sequence in one call. Then the same rows as chunked
+// prefill does it, in chunks of 1, 3 and 5 rows: each sequence's prefix keys
+// are written first and its prefix rows attend in chunks; then each chunk of
+// causal rows writes its keys and attends to the cache so far (kv_len = the
+// chunk's end). Once with each sequence alone, once with every sequence's next
+// chunk in the same call (listed last sequence first). Every output row must
+// be bitwise the reference's: chunks of up to 4 rows take the direct path,
+// longer ones the blocked path, with other neighbours. Up to 150 keys wrap
+// every family's lanes many times; 12 query heads share 4 kv heads.
+enum { AI_SEQS = 3, AI_PAGE = 4, AI_PAGES = 64, AI_MAXLEN = 152, AI_MAXW = 4 * 72 };
+static const int ai_len[AI_SEQS] = {23, 13, 150}, ai_prefix[AI_SEQS] = {6, 0, 17};
+static int32_t ai_pages[AI_SEQS][AI_MAXLEN / AI_PAGE];
+static float ai_q[AI_SEQS][AI_MAXLEN][AI_MAXW], ai_k[AI_SEQS][AI_MAXLEN][AI_MAXW], ai_v[AI_SEQS][AI_MAXLEN][AI_MAXW];
+static float ai_ref[AI_SEQS][AI_MAXLEN][AI_MAXW], ai_got[AI_SEQS][AI_MAXLEN][AI_MAXW];
+
+// Writes the K/V rows (s, p) for p in [p0[s], p1[s]) into the cache, or runs
+// attention for those query rows into out, with the given kv_len per sequence.
+static void ai_step(ty_backend *be, ty_kv_layer *kv, int attend, const int *p0, const int *p1, const int32_t *kv_len,
+                    int h, int kvh, int hd, float (*out)[AI_MAXLEN][AI_MAXW]) {
+    ty_err err;
+    int32_t seq[AI_SEQS * AI_MAXLEN], pos[AI_SEQS * AI_MAXLEN], prefix[AI_SEQS];
+    const int32_t *tables[AI_SEQS];
+    static float buf[3][AI_SEQS * AI_MAXLEN * AI_MAXW];
+    int r = 0, wq = h * hd, wk = kvh * hd;
+    for (int s = AI_SEQS - 1; s >= 0; s--) {
+        prefix[s] = ai_prefix[s];
+        tables[s] = ai_pages[s];
+        for (int p = p0[s]; p < p1[s]; p++, r++) {
+            seq[r] = s;
+            pos[r] = p;
+            memcpy(buf[0] + (size_t)r * wq, ai_q[s][p], (size_t)wq * sizeof(float));
+            memcpy(buf[1] + (size_t)r * wk, ai_k[s][p], (size_t)wk * sizeof(float));
+            memcpy(buf[2] + (size_t)r * wk, ai_v[s][p], (size_t)wk * sizeof(float));
+        }
+    }
+    if (r == 0) return;
+    ty_batch b = {.n_rows = r, .seq = seq, .pos = pos, .n_seqs = AI_SEQS, .prefix = prefix, .kv_len = kv_len,
+                  .pages = tables};
+    ty_tensor tq, tk, tv, to;
+    be->ops->alloc(be, &tq, TY_DTYPE_F32, r, wq, &err);
+    be->ops->alloc(be, &tk, TY_DTYPE_F32, r, wk, &err);
+    be->ops->alloc(be, &tv, TY_DTYPE_F32, r, wk, &err);
+    be->ops->alloc(be, &to, TY_DTYPE_F32, r, wq, &err);
+    be->ops->write(be, tq, buf[0]);
+    be->ops->write(be, tk, buf[1]);
+    be->ops->write(be, tv, buf[2]);
+    if (!attend) {
+        be->ops->kv_write(be, kv, tk, tv, &b);
+    } else {
+        be->ops->attention(be, to, tq, kv, h, kvh, hd, 0.3f, &b);
+        be->ops->read(be, to, buf[0]);
+        for (int i = 0; i < r; i++) memcpy(out[seq[i]][pos[i]], buf[0] + (size_t)i * wq, (size_t)wq * sizeof(float));
+    }
+    be->ops->release(be, &tq);
+    be->ops->release(be, &tk);
+    be->ops->release(be, &tv);
+    be->ops->release(be, &to);
+}
+
+static void check_attention_invariance(ty_backend *be, int h, int kvh, int hd) {
+    ty_err err;
+    // Scattered pages: sequence s owns pages perm[off_s ...].
+    int perm[AI_PAGES];
+    for (int i = 0; i < AI_PAGES; i++) perm[i] = (i * 7 + 3) % AI_PAGES;
+    for (int s = 0, off = 0; s < AI_SEQS; s++)
+        for (int i = 0; i < (ai_len[s] + AI_PAGE - 1) / AI_PAGE; i++) ai_pages[s][i] = perm[off++];
+    for (int s = 0; s < AI_SEQS; s++)
+        for (int p = 0; p < ai_len[s]; p++)
+            for (int d = 0; d < h * hd; d++) {
+                ai_q[s][p][d] = frand() * 2;
+                ai_k[s][p][d] = frand();
+                ai_v[s][p][d] = frand();
+            }
+    ty_kv_layer kv = {.page_size = AI_PAGE};
+    be->ops->alloc(be, &kv.k, TY_DTYPE_F32, AI_PAGES * AI_PAGE, kvh * hd, &err);
+    be->ops->alloc(be, &kv.v, TY_DTYPE_F32, AI_PAGES * AI_PAGE, kvh * hd, &err);
+    int zero[AI_SEQS] = {0}, len[AI_SEQS];
+    int32_t kv_len[AI_SEQS];
+    for (int s = 0; s < AI_SEQS; s++) len[s] = kv_len[s] = ai_len[s];
+    ai_step(be, &kv, 0, zero, len, kv_len, h, kvh, hd, NULL);
+    ai_step(be, &kv, 1, zero, len, kv_len, h, kvh, hd, ai_ref);
+    static const int chunks[] = {1, 3, 5};
+    for (int ci = 0; ci < 3; ci++)
+        for (int together = 0; together < 2; together++) {
+            int c = chunks[ci];
+            float *kz = kv.k.data, *vz = kv.v.data;  // a fresh cache
+            memset(kz, 0, (size_t)AI_PAGES * AI_PAGE * kvh * hd * sizeof(float));
+            memset(vz, 0, (size_t)AI_PAGES * AI_PAGE * kvh * hd * sizeof(float));
+            memset(ai_got, 0xff, sizeof ai_got);
+            for (int s0 = 0; s0 < AI_SEQS; s0++) {
+                // The sequences of this pass: all of them together, or s0 alone.
+                int lo = together ? 0 : s0, hi = together ? AI_SEQS : s0 + 1;
+                int p0[AI_SEQS] = {0}, p1[AI_SEQS] = {0};
+                for (int s = lo; s < hi; s++) p1[s] = kv_len[s] = ai_prefix[s];
+                ai_step(be, &kv, 0, p0, p1, kv_len, h, kvh, hd, NULL);  // prefix keys
+                for (int start = 0;; start += c) {  // prefix rows in chunks
+                    int any = 0;
+                    for (int s = 0; s < AI_SEQS; s++) {
+                        int in = s >= lo && s < hi && start < ai_prefix[s];
+                        p0[s] = in ? start : 0;
+                        p1[s] = !in ? 0 : start + c < ai_prefix[s] ? start + c : ai_prefix[s];
+                        any |= in;
+                    }
+                    if (!any) break;
+                    ai_step(be, &kv, 1, p0, p1, kv_len, h, kvh, hd, ai_got);
+                }
+                for (int start = 0;; start += c) {  // causal rows in chunks: keys, then queries
+                    int any = 0;
+                    for (int s = 0; s < AI_SEQS; s++) {
+                        p0[s] = p1[s] = 0;
+                        int b0 = ai_prefix[s] + start;
+                        if (s >= lo && s < hi && b0 < ai_len[s]) {
+                            p0[s] = b0;
+                            p1[s] = kv_len[s] = b0 + c < ai_len[s] ? b0 + c : ai_len[s];
+                            any = 1;
+                        }
+                    }
+                    if (!any) break;
+                    ai_step(be, &kv, 0, p0, p1, kv_len, h, kvh, hd, NULL);
+                    ai_step(be, &kv, 1, p0, p1, kv_len, h, kvh, hd, ai_got);
+                }
+                if (together) break;
+            }
+            int bad = 0, first_s = -1, first_p = -1;
+            for (int s = 0; s < AI_SEQS; s++)
+                for (int p = 0; p < ai_len[s]; p++)
+                    if (memcmp(ai_got[s][p], ai_ref[s][p], (size_t)h * hd * sizeof(float)) != 0) {
+                        if (!bad++) first_s = s, first_p = p;
+                    }
+            CHECK_MSG(!bad, "simd %d attention invariance h %d kvh %d hd %d, chunks of %d%s: %d rows differ (first: seq %d pos %d)",
+                      backend_cpu_simd(be), h, kvh, hd, c, together ? " together" : " alone", bad, first_s, first_p);
+        }
+    be->ops->release(be, &kv.k);
+    be->ops->release(be, &kv.v);
+}
+
 int main(void) {
     rng_state = (uint64_t)time(NULL);  // fresh inputs every run
     fprintf(stderr, "seed %llu\n", (unsigned long long)rng_state);
@@ -278,6 +481,11 @@ int main(void) {
         check_layernorm_rope(be);
         check_attention(be, 16);
         check_attention(be, 64);
+        check_matmul_invariance(be, 67, 45);
+        check_matmul_invariance(be, 40, 150);
+        check_attention_invariance(be, 12, 4, 16);
+        check_attention_invariance(be, 4, 1, 64);
+        check_attention_invariance(be, 2, 2, 72);
     }
     for (int i = 0; i < 4; i++) bes[i]->ops->free(bes[i]);
     return test_report("test_cpu_ops");

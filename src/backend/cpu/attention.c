@@ -1,10 +1,25 @@
 // Rotary embedding, the paged KV cache, and attention (paged for the text
 // decoder, dense within groups for the vision tower). f32 throughout.
 //
+// Batch invariance: a query row's output is bitwise the same whatever else is
+// in the call (other sequences, the rest of its prefill chunk, how a prompt
+// was cut into chunks), given the same cached keys and values. So every row is
+// computed one way, with nv = the keys it may see:
+//   s[t] = dot(q, k_t) * scale for t < nv      (cpu_dot_block's arithmetic)
+//   p = softmax(s): vec_max, vec_exp_sum, times 1 / sum; p[t] = 0 past nv
+//   o[d] = dot(p, column d of V)               (summed as dot.c's kernels do)
+// Scores are computed in 4x4 blocks up to the block's longest row; the extra
+// scores are then overwritten with zeros. A task's row count picks how P·V
+// runs, for speed only: few rows (decode) read value rows in place
+// (cpu_dot_columns); many rows (prefill, vision) gather Vᵀ once and use 4x4
+// dot blocks over the keys padded with zeros to a multiple of CPU_DOT_PAD, so
+// no key ever lands in a scalar tail. A key a row may not see enters as p = 0,
+// an exact zero term, which leaves the sums as they were (dot.c: at most the
+// sign of an output that is exactly zero could differ).
+//
 // Attention work is split into tasks of (sequence or group, head, block of up
-// to ROW_BLOCK query rows). A task gathers its head's keys and values
-// transposed, (head_dim, n_keys), so the score and output loops run along the
-// long key axis with full vectors even when head_dim is small.
+// to ROW_BLOCK query rows). Decode reads each key and value row of the cache
+// once, a page row apart: the kernels prefetch rows CPU_PREFETCH_ROWS ahead.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +27,8 @@
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/vec.h"
 
+// DIRECT_ROWS: up to this many rows a task reads value rows in place (gathering
+// Vᵀ would cost as much as the attention); beyond, it gathers Vᵀ once.
 enum { ROW_BLOCK = 64, DIRECT_ROWS = 4 };
 
 void cpu_rope(ty_backend *be, ty_tensor x, int n_heads, int head_dim, int rot_dims, float theta,
@@ -63,7 +80,6 @@ typedef struct {
     attn_task *tasks;
     const int *rows;     // query row ids, grouped so each task's rows are contiguous here
     const int *visible;  // (q rows) keys visible from each row: keys [0, visible)
-    const int *n_keys;   // (groups) keys to gather per group
     // paged
     const ty_kv_layer *kv;
     const ty_batch *batch;
@@ -72,100 +88,97 @@ typedef struct {
     int group_rows;
 } attn_job;
 
-// Key/value row t of the group's kv head, as pointers into the cache or the dense tensors.
-static const float *key_row(const attn_job *j, int g, int t, int kvh, int which_v) {
-    if (j->kv) {
-        const int32_t *pages = j->batch->pages[g];
-        return kv_row(which_v ? j->kv->v : j->kv->k, pages, t, j->kv->page_size) + kvh * j->head_dim;
+// Pointers to the key and value rows [0, n) of the group's kv head, in the
+// cache pages or the dense tensors (a page at a time: no division per row).
+static void kv_rows(const attn_job *j, int g, int kvh, int n, const float **krow, const float **vrow) {
+    int64_t off = (int64_t)kvh * j->head_dim;
+    if (!j->kv) {
+        for (int t = 0; t < n; t++) {
+            krow[t] = cpu_row(j->k, (int64_t)g * j->group_rows + t) + off;
+            vrow[t] = cpu_row(j->v, (int64_t)g * j->group_rows + t) + off;
+        }
+        return;
     }
-    return cpu_row(which_v ? j->v : j->k, (int64_t)g * j->group_rows + t) + kvh * j->head_dim;
+    const int32_t *pages = j->batch->pages[g];
+    int ps = j->kv->page_size;
+    for (int t0 = 0; t0 < n; t0 += ps) {
+        const float *k = cpu_row(j->kv->k, (int64_t)pages[t0 / ps] * ps) + off;
+        const float *v = cpu_row(j->kv->v, (int64_t)pages[t0 / ps] * ps) + off;
+        for (int t = t0; t < n && t < t0 + ps; t++) {
+            krow[t] = k + (t - t0) * j->kv->k.stride;
+            vrow[t] = v + (t - t0) * j->kv->v.stride;
+        }
+    }
 }
 
-// Few query rows (decode): read key and value rows in place through pointers,
-// no transposed copy (gathering the keys would cost as much as the attention).
-static void attend_rows_direct(const attn_job *j, const attn_task *tk, int kvh, int n) {
-    int hd = j->head_dim;
-    const float **kp = malloc((size_t)(2 * n + 1) * sizeof *kp);
-    float *scores = malloc((size_t)(n + 16) * sizeof(float));
-    if (!kp || !scores) abort();
-    const float **vp = kp + n;
-    for (int t = 0; t < n; t++) {
-        kp[t] = key_row(j, tk->group, t, kvh, 0);
-        vp[t] = key_row(j, tk->group, t, kvh, 1);
+static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+// Softmax of one row's scores s[0, nv) in place, zeros in [nv, npad).
+static void softmax_row(float *s, int nv, int npad, int avx2) {
+    if (nv > 0) {
+        float sum = vec_exp_sum(s, vec_max(s, nv), nv, avx2), inv = 1.0f / sum;
+        for (int t = 0; t < nv; t++) s[t] *= inv;
     }
-    for (int i = tk->row0; i < tk->row0 + tk->n_rows; i++) {
-        int r = j->rows[i], nv = j->visible[i];
-        vec_attend_one(cpu_row(j->q, r) + tk->head * hd, kp, vp, nv, hd, j->scale, scores,
-                       cpu_row(j->out, r) + tk->head * hd, j->avx2);
-    }
-    free(kp);
-    free(scores);
+    for (int t = nv > 0 ? nv : 0; t < npad; t++) s[t] = 0.0f;
 }
 
-// Many query rows (prefill, vision): S = Q Kᵀ and O = P V both as 4x4 blocks of
-// long dot products with the GEMM micro-kernel. Keys are read in place through
-// row pointers; values are gathered transposed once per task so P's rows and
-// Vᵀ's rows are both contiguous along the key axis.
-static void attend_rows_blocked(const attn_job *j, const attn_task *tk, int kvh) {
-    int hd = j->head_dim, nmax = 0;
+static void attend_task(void *ctx, int idx) {
+    const attn_job *j = ctx;
+    const attn_task *tk = &j->tasks[idx];
+    int hd = j->head_dim, kvh = tk->head / j->kv_group, direct = tk->n_rows <= DIRECT_ROWS, nmax = 0;
     for (int i = tk->row0; i < tk->row0 + tk->n_rows; i++) nmax = j->visible[i] > nmax ? j->visible[i] : nmax;
-    const float **krow = malloc((size_t)(nmax + 1) * sizeof *krow);
-    float *vt = malloc(((size_t)hd * nmax + (size_t)4 * nmax + 64) * sizeof(float));
-    if (!krow || !vt) abort();
-    float *p = vt + (size_t)hd * nmax;  // (4, nmax) softmaxed scores of the current query rows
-    for (int t = 0; t < nmax; t++) {
-        krow[t] = key_row(j, tk->group, t, kvh, 0);
-        const float *v = key_row(j, tk->group, t, kvh, 1);
-        for (int d = 0; d < hd; d++) vt[(size_t)d * nmax + t] = v[d];
+    // stride: the padded key axis of the score rows p (4, stride) and of Vᵀ (hd, stride).
+    int stride = round_up(nmax, CPU_DOT_PAD), hp = round_up(hd, CPU_DOT_PAD);
+    const float **krow = malloc((size_t)(2 * nmax + 1) * sizeof *krow), **vrow = krow + nmax;
+    size_t rest = direct ? (size_t)CPU_DOT_PAD * hp : (size_t)hd * stride;
+    float *p = malloc(((size_t)4 * stride + rest + CPU_DOT_PAD) * sizeof(float)), *vt = p + (size_t)4 * stride;
+    if (!krow || !p) abort();
+    kv_rows(j, tk->group, kvh, nmax, krow, vrow);
+    if (!direct) {  // Vᵀ, zero past the last key
+        for (int t = 0; t < nmax; t++)
+            for (int d = 0; d < hd; d++) vt[(size_t)d * stride + t] = vrow[t][d];
+        for (int d = 0; d < hd; d++)
+            for (int t = nmax; t < stride; t++) vt[(size_t)d * stride + t] = 0.0f;
     }
     ty_cpu_simd simd = j->simd;
     float blk[16];
     for (int i0 = tk->row0; i0 < tk->row0 + tk->n_rows; i0 += 4) {
         int ni = tk->row0 + tk->n_rows - i0 < 4 ? tk->row0 + tk->n_rows - i0 : 4;
         const float *q[4], *prow[4];
+        float *o[4];
         int kmax = 0;
         for (int i = 0; i < ni; i++) {
             q[i] = cpu_row(j->q, j->rows[i0 + i]) + tk->head * hd;
-            prow[i] = p + (size_t)i * nmax;
+            o[i] = cpu_row(j->out, j->rows[i0 + i]) + tk->head * hd;
+            prow[i] = p + (size_t)i * stride;
             kmax = j->visible[i0 + i] > kmax ? j->visible[i0 + i] : kmax;
         }
+        int kpad = round_up(kmax, CPU_DOT_PAD);
         for (int t0 = 0; t0 < kmax; t0 += 4) {
             int nb = kmax - t0 < 4 ? kmax - t0 : 4;
+            if (direct)  // keys are read once here, straight from the cache pages
+                for (int t = t0 + CPU_PREFETCH_ROWS; t < t0 + CPU_PREFETCH_ROWS + 4 && t < kmax; t++)
+                    cpu_prefetch(krow[t], hd);
             cpu_dot_block(blk, q, ni, krow + t0, nb, hd, simd);
             for (int i = 0; i < ni; i++)
-                for (int t = 0; t < nb; t++) p[(size_t)i * nmax + t0 + t] = blk[i * 4 + t] * j->scale;
+                for (int t = 0; t < nb; t++) p[(size_t)i * stride + t0 + t] = blk[i * 4 + t] * j->scale;
         }
-        for (int i = 0; i < ni; i++) {
-            float *pi = p + (size_t)i * nmax;
-            int nv = j->visible[i0 + i];
-            float sum = vec_exp_sum(pi, vec_max(pi, nv), nv, j->avx2), inv = 1.0f / sum;
-            for (int t = 0; t < nv; t++) pi[t] *= inv;
-            for (int t = nv; t < kmax; t++) pi[t] = 0.0f;  // keys this row may not see
+        for (int i = 0; i < ni; i++) softmax_row(p + (size_t)i * stride, j->visible[i0 + i], kpad, j->avx2);
+        if (direct) {  // P·V reading the value rows in place
+            for (int i = 0; i < ni; i++) cpu_dot_columns(o[i], prow[i], vrow, j->visible[i0 + i], hd, vt, simd);
+            continue;
         }
-        for (int d0 = 0; d0 < hd; d0 += 4) {
+        for (int d0 = 0; d0 < hd; d0 += 4) {  // P·V as 4x4 dot blocks over Vᵀ, kpad keys
             int nd = hd - d0 < 4 ? hd - d0 : 4;
-            const float *vrow[4];
-            for (int d = 0; d < nd; d++) vrow[d] = vt + (size_t)(d0 + d) * nmax;
-            cpu_dot_block(blk, prow, ni, vrow, nd, kmax, simd);
-            for (int i = 0; i < ni; i++) {
-                float *o = cpu_row(j->out, j->rows[i0 + i]) + tk->head * hd + d0;
-                for (int d = 0; d < nd; d++) o[d] = blk[i * 4 + d];
-            }
+            const float *vtrow[4];
+            for (int d = 0; d < nd; d++) vtrow[d] = vt + (size_t)(d0 + d) * stride;
+            cpu_dot_block(blk, prow, ni, vtrow, nd, kpad, simd);
+            for (int i = 0; i < ni; i++)
+                for (int d = 0; d < nd; d++) o[i][d0 + d] = blk[i * 4 + d];
         }
     }
     free(krow);
-    free(vt);
-}
-
-static void attend_task(void *ctx, int idx) {
-    const attn_job *j = ctx;
-    const attn_task *tk = &j->tasks[idx];
-    int n = j->n_keys[tk->group], kvh = tk->head / j->kv_group;
-    if (tk->n_rows <= DIRECT_ROWS) {
-        attend_rows_direct(j, tk, kvh, n);
-        return;
-    }
-    attend_rows_blocked(j, tk, kvh);
+    free(p);
 }
 
 // Splits each group's rows (rows[], contiguous per group as given by group_start)
@@ -206,7 +219,7 @@ void cpu_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_layer
     }
     attn_job j = {.out = out, .q = q, .n_heads = n_heads, .kv_group = n_heads / n_kv_heads, .head_dim = head_dim,
                   .scale = scale, .avx2 = cpu_has_avx2(be), .simd = cpu_of(be)->simd, .rows = rows, .visible = visible,
-                  .n_keys = b->kv_len, .kv = kv, .batch = b};
+                  .kv = kv, .batch = b};
     run_tasks(be, &j, S, start);
     free(start);
     free(rows);
@@ -218,20 +231,18 @@ void cpu_attention_dense(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor k
                          int head_dim, float scale, int group) {
     int R = (int)q.rows, G = R / group;
     int *start = malloc((size_t)(G + 1) * sizeof *start), *rows = malloc((size_t)R * sizeof *rows);
-    int *visible = malloc((size_t)R * sizeof *visible), *n_keys = malloc((size_t)G * sizeof *n_keys);
-    if (!start || !rows || !visible || !n_keys) abort();
+    int *visible = malloc((size_t)R * sizeof *visible);
+    if (!start || !rows || !visible) abort();
     for (int g = 0; g <= G; g++) start[g] = g * group;
-    for (int g = 0; g < G; g++) n_keys[g] = group;
     for (int r = 0; r < R; r++) {
         rows[r] = r;
         visible[r] = group;
     }
     attn_job j = {.out = out, .q = q, .n_heads = n_heads, .kv_group = 1, .head_dim = head_dim, .scale = scale,
-                  .avx2 = cpu_has_avx2(be), .simd = cpu_of(be)->simd, .rows = rows, .visible = visible, .n_keys = n_keys, .k = k, .v = v,
+                  .avx2 = cpu_has_avx2(be), .simd = cpu_of(be)->simd, .rows = rows, .visible = visible, .k = k, .v = v,
                   .group_rows = group};
     run_tasks(be, &j, G, start);
     free(start);
     free(rows);
     free(visible);
-    free(n_keys);
 }

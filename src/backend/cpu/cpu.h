@@ -23,6 +23,18 @@ static inline int cpu_has_avx2(ty_backend *be) {
 // Row r of an f32 tensor.
 static inline float *cpu_row(ty_tensor t, int64_t r) { return (float *)t.data + r * t.stride; }
 
+// Asks for the cache lines of the n floats at p, ahead of their use: attention
+// reads key and value rows of a paged cache a whole cache row apart (kilobytes),
+// a stride the hardware prefetchers don't follow.
+static inline void cpu_prefetch(const float *p, int64_t n) {
+    const char *c = (const char *)p, *end = (const char *)(p + n);
+    for (; c < end; c += 64) __builtin_prefetch(c);
+    __builtin_prefetch(end - 1);
+}
+
+// How many key rows ahead attention prefetches.
+enum { CPU_PREFETCH_ROWS = 16 };
+
 // Converts n elements of a bf16/f16/f32 row to f32.
 void cpu_convert_row(float *dst, const void *src, ty_dtype dtype, int64_t n);
 
@@ -38,10 +50,27 @@ void cpu_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_layer
 void cpu_attention_dense(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor k, ty_tensor v, int n_heads,
                          int head_dim, float scale, int group);
 
+// The dot-product kernels (dot.c). Within a kernel family every one of them
+// sums a dot product of length k the same way (W lanes, lane l takes the
+// terms p = l mod W in increasing p by FMA, then a fixed tree over the lanes),
+// so a result never depends on what else is computed alongside it; and terms
+// that are exact zeros change nothing (but the sign of a result that is exactly
+// zero), so operands may be zero-padded.
+// CPU_DOT_PAD is a multiple of every family's lane count W.
+enum { CPU_DOT_PAD = 16 };
+
 // out[i * 4 + j] = dot(x[i], w[j]) over k f32 values, for ni, nj <= 4 rows given
 // by pointers: the GEMM micro-kernel, also used by attention.
 void cpu_dot_block(float *out, const float *const *x, int ni, const float *const *w, int nj, int64_t k,
                    ty_cpu_simd simd);
+// out[j] = dot(x, w[j]) over k for 4 bf16 rows converted on the fly (the decode
+// GEMV): bitwise what cpu_dot_block gives for the rows converted to f32.
+void cpu_dot_rows_bf16(float *out, const float *x, const uint16_t *const *w, int64_t k, ty_cpu_simd simd);
+// o[d] = sum over t < n of p[t] * v[t][d], for d < hd (attention's P·V, value
+// rows read in place): bitwise what cpu_dot_block gives for dot(p, column d of
+// v). scratch: CPU_DOT_PAD * (hd rounded up to CPU_DOT_PAD) floats.
+void cpu_dot_columns(float *o, const float *p, const float *const *v, int n, int hd, float *scratch,
+                     ty_cpu_simd simd);
 
 // Exact (erf) GELU of one value; GELU-tanh is vectorised in vec.h.
 float cpu_gelu_erf(float x);
