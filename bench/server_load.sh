@@ -10,12 +10,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tycho=$(realpath "${1:-$root/build/bin/tycho}")
 runs=${2:-3}
 tmp=$(mktemp -d)
+: >"$tmp/server.log"  # exists before the background child opens it
 "$tycho" serve --model "$root/tests/data/golden/md2-tiny" --port 0 --threads 2 >"$tmp/server.log" 2>&1 &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 port=""
 while [ -z "$port" ]; do
     sleep 0.1
+    kill -0 "$pid" 2>/dev/null || { cat "$tmp/server.log"; exit 1; }
     port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/server.log" | head -1)
 done
 url=http://127.0.0.1:$port

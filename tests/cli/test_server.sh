@@ -33,6 +33,7 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 start_server() {
     local name=$1
     shift
+    : >"$tmp/$name.log"  # exists before the background child opens it
     "$tycho" serve --model "$model" --host 127.0.0.1 --port 0 --threads 2 "$@" >"$tmp/$name.log" 2>&1 &
     pid=$!
     pids+=("$pid")

@@ -14,6 +14,7 @@ command -v node >/dev/null || { echo "node is missing: scripts/install-deps.sh i
 n=2000
 [ "$mode" = quick ] && n=300
 tmp=$(mktemp -d /tmp/tycho_load.XXXXXX)
+: >"$tmp/server.log"  # exists before the background child opens it
 "$tycho" serve --model "$data/golden/md2-tiny" --host 127.0.0.1 --port 0 --threads 2 >"$tmp/server.log" 2>&1 &
 pid=$!
 trap 'kill -KILL $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
