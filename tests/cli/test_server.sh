@@ -3,7 +3,7 @@
 # by Moondream's official Node client and the OpenAI SDK (tests/server/*.mjs):
 #   1. clients + bad input: every answer equals the CLI's; every bad request
 #      gets its 4xx (or is cancelled) and the next request is served;
-#   2. --api-key, a full queue (429) and --timeout (504) on a second server;
+#   2. --api-key and a full queue (429); --timeout (504, error events);
 #   3. while the model loads: 503 (/health, requests), then 200;
 #   4. SIGTERM during a stream: the stream finishes, the server exits 0.
 # Each server must exit 0 after SIGTERM (under ASan that includes the leak
@@ -81,10 +81,15 @@ run_node clients.test.mjs
 run_node bad_input.test.mjs
 stop_server main "$pid"
 
-echo "== API key, queue, timeout"
-start_server limits --api-key secret --max-batch-size 1 --max-queue 2 --timeout 0.5 --max-tokens 4
+echo "== API key, full queue"
+start_server limits --api-key secret --max-batch-size 1 --max-queue 2 --max-tokens 4
 run_node limits.test.mjs
 stop_server limits "$pid"
+
+echo "== request timeout"
+start_server timeout --timeout 0.5
+run_node timeout.test.mjs
+stop_server timeout "$pid"
 
 echo "== while the model loads"
 TYCHO_TEST_LOAD_DELAY_MS=3000 no_wait=1 start_server loading

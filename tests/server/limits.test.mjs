@@ -1,10 +1,9 @@
 // A server started with --api-key secret --max-batch-size 1 --max-queue 2
-// --timeout 0.5 --max-tokens 4 (no images here: the timeout must hold under ASan): the key on /v1/* (both headers, and the official client's
-// apiKey), 429 with Retry-After when the queue is full, 504 (or an error
-// event in a stream) for a request past its time.
+// --max-tokens 4: the key on /v1/* (both headers, and the official client's
+// apiKey), 429 with Retry-After when the queue is full.
 import { vl } from 'moondream';
 import OpenAI from 'openai';
-import { check, env, equal, report, request, sseEvents } from './lib.mjs';
+import { check, env, equal, report, request } from './lib.mjs';
 
 const key = 'secret';
 const tiny = { question: 'q', settings: { temperature: 0, max_tokens: 2 } };
@@ -42,9 +41,12 @@ check((await request('GET', '/metrics')).status === 200, '/metrics needs no key'
 const auth = { 'X-Moondream-Auth': key };
 
 // ---- queue full: 429 with Retry-After; the others still right ----------------------------------
+// 16 requests at once, each long enough (30 tokens) that one running and two
+// waiting cannot absorb the burst.
 {
-  const want = (await request('POST', '/v1/query', { body: tiny, headers: auth })).json?.answer;
-  const all = await Promise.all(Array.from({ length: 16 }, () => request('POST', '/v1/query', { body: tiny, headers: auth })));
+  const burst = { question: 'q', settings: { temperature: 0, max_tokens: 30 } };
+  const want = (await request('POST', '/v1/query', { body: burst, headers: auth })).json?.answer;
+  const all = await Promise.all(Array.from({ length: 16 }, () => request('POST', '/v1/query', { body: burst, headers: auth })));
   const busy = all.filter((r) => r.status === 429);
   check(busy.length > 0, 'no 429 with a queue of 2', all.map((r) => r.status).join(','));
   check(all.every((r) => r.status === 200 || r.status === 429), 'statuses', all.map((r) => r.status).join(','));
@@ -53,28 +55,5 @@ const auth = { 'X-Moondream-Auth': key };
   check(all.filter((r) => r.status === 200).every((r) => r.json?.answer === want), 'answers under load');
 }
 
-// ---- timeout --------------------------------------------------------------------------------------
-const long = { question: 'Tell me everything.', settings: { temperature: 0, max_tokens: 1900 } };
-{
-  const r = await request('POST', '/v1/query', { body: long, headers: auth });
-  check(r.status === 504 && r.json?.error?.type === 'timeout_error' && r.json?.error?.code === 'timeout',
-    'timeout: 504', r.status, r.text.slice(0, 300));
-}
-{
-  const r = await request('POST', '/v1/query', { body: { ...long, stream: true }, headers: auth });
-  const events = sseEvents(r.text).map((e) => JSON.parse(e));
-  const last = events[events.length - 1];
-  check(r.status === 200 && r.headers['content-type'] === 'text/event-stream', 'stream headers', r.status, r.headers);
-  check(last?.completed === true && last?.error?.code === 'timeout' && !('answer' in last),
-    'timeout in a stream: an error event', last);
-  check(events.slice(0, -1).every((e) => e.completed === false && typeof e.chunk === 'string'), 'stream events before it');
-}
-{
-  const r = await request('POST', '/v1/chat/completions', { headers: auth, body: { stream: true, max_tokens: 1900,
-    temperature: 0, messages: [{ role: 'user', content: 'Tell me everything.' }] } });
-  const events = sseEvents(r.text);
-  check(events[events.length - 1] === '[DONE]' && JSON.parse(events[events.length - 2]).error?.code === 'timeout',
-    'timeout in a chat stream', events.slice(-2));
-}
-equal((await request('POST', '/v1/query', { body: tiny, headers: auth })).status, 200, 'serving after timeouts');
+equal((await request('POST', '/v1/query', { body: tiny, headers: auth })).status, 200, 'serving after the burst');
 report('limits');
