@@ -161,7 +161,13 @@ async function hangUp(what, path, body, afterFirstEvent) {
     let got = '';
     s.on('data', (d) => { got += d; if (afterFirstEvent && got.includes('data: ')) { s.destroy(); resolve(); } });
     s.on('error', () => resolve());
-    if (!afterFirstEvent) setTimeout(() => { s.destroy(); resolve(); }, 30);
+    // A plain request: hang up once the server has it in flight (so the hang-up
+    // is seen while it waits, not before it was read).
+    if (!afterFirstEvent) (async () => {
+      for (let i = 0; i < 400 && !((await metric('tycho_http_in_flight')) > 0); i++) await sleep(10);
+      s.destroy();
+      resolve();
+    })();
   });
   let ok = false;
   for (let i = 0; i < 200 && !ok; i++) {
