@@ -8,7 +8,11 @@
 // Pixels are random (the weights are too): the costs are those of any image
 // with that tiling. Needs no image or tokenizer library (links model,
 // backend, core and safetensors only), so it can run on a bare machine.
-// usage: bench_md3 MODEL_DIR [ROWSxCOLS (1x1: 378x378 image, 2 crops; 2x4: 640x480, 9)] [tokens] [threads]
+// usage: bench_md3 MODEL_DIR [ROWSxCOLS (1x1: 378x378 image, 2 crops; 2x4: 640x480, 9)] [tokens] [threads] [touch]
+// "touch" reads every page of the checkpoint first: a trained model's
+// 730-row prefill routes tokens to (nearly) every expert, so all of its
+// weights become resident; random weights route most tokens to the same few
+// experts, and without it the peak RSS would understate a real run's.
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,9 +124,10 @@ static int argmax(const float *v, int n) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_md3 MODEL_DIR [ROWSxCOLS] [tokens] [threads]\n");
+        fprintf(stderr, "usage: bench_md3 MODEL_DIR [ROWSxCOLS] [tokens] [threads] [touch]\n");
         return 2;
     }
+    setvbuf(stdout, NULL, _IOLBF, 0);  // progress lines as they come, also into a log file
     int rows = 1, cols = 1;
     if (argc > 2 && sscanf(argv[2], "%dx%d", &rows, &cols) != 2) return 2;
     int tokens = argc > 3 ? atoi(argv[3]) : 20, threads = argc > 4 ? atoi(argv[4]) : 0;
@@ -140,6 +145,15 @@ int main(int argc, char **argv) {
            "RSS after load %.2f GB\n", m->cfg.arch == MD_ARCH_MD3 ? "moondream3" : "moondream2", c->n_layers,
            c->moe.num_experts ? c->moe.start_layer : -1, c->moe.num_experts, c->moe.experts_per_token,
            c->moe.expert_inner_dim, c->dim, c->tau, now() - t0, status_kb("VmRSS") / 1e6);
+    if (argc > 5 && !strcmp(argv[5], "touch")) {
+        t0 = now();
+        volatile unsigned char sink = 0;
+        for (size_t i = 0; i < safetensors_count(m->st); i++) {
+            const safetensors_tensor *t = safetensors_at(m->st, i);
+            for (size_t b = 0; b < t->n_bytes; b += 4096) sink ^= ((const unsigned char *)t->data)[b];
+        }
+        printf("touched every page of the checkpoint in %.1f s: RSS %.2f GB\n", now() - t0, status_kb("VmRSS") / 1e6);
+    }
     double bw = gemv_bandwidth(be);
 
     // Vision: crop 0 global, then the tiles; a 1x1 tiling's tile is the global crop.

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Moondream 3 at real widths on the CPU with random weights: a greedy caption
-# of a 378x378 image (2 crops) and of a 640x480 image (9 crops), 20 tokens,
-# through build/bench/bench_md3 (the library's single-request path): vision,
-# prefill and decode times, decode against the bandwidth floor of the bytes a
-# token reads (only the chosen experts' count), peak RSS.
+# Moondream 3 at real widths on the CPU with random weights, at the model
+# layer as the engine runs one request (build/bench/bench_md3): a greedy
+# caption of a 378x378 image (1x1 tiling, 2 crops) and of a 640x480 image
+# (2x4, 9 crops), 20 tokens: vision, prefill and decode times, decode against
+# the bandwidth floor of the bytes a token reads (only the chosen experts'
+# count), peak RSS with every weight page resident (as a trained model's
+# prefill makes it); then the same caption through the CLI (engine path).
 # usage: bench/md3_cpu.sh [MODEL_DIR] [LAYERS] [THREADS]
 #   The random checkpoint is made in MODEL_DIR if missing: the real shape
 #   table (moondream.md §2.2, §3.3: 9.27 B parameters, 18.5 GB bf16) with
@@ -14,8 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 layers=${2:-24}
 dir=${1:-/tmp/tycho-md3-random-$layers}
-threads=${3:-0}
+threads=${3:-}
 bench=${BENCH_MD3:-build/bench/bench_md3}
+tycho=${TYCHO:-build/bin/tycho}
 if [ ! -f "$dir/model.safetensors" ]; then
     mkdir -p "$dir"
     cat >"$dir/base.json" <<JSON
@@ -30,7 +33,10 @@ JSON
     cp tests/data/golden/md2-tiny/tokenizer.json "$dir/"
 fi
 ls -l "$dir/model.safetensors"
-for img in tests/data/golden/images/b_378x378.png tests/data/golden/images/a_640x480.png; do
-    echo "== $(basename "$img")"
-    /usr/bin/time -f "process peak RSS %M kB, wall %e s" "$bench" "$dir" "$img" 20 "$threads"
+for tiling in 1x1 2x4; do
+    echo "== $tiling"
+    "$bench" "$dir" $tiling 20 "${threads:-0}" touch
 done
+echo "== CLI: tycho caption (engine path), 378x378"
+/usr/bin/time -f "peak RSS %M kB, wall %e s" "$tycho" caption --model "$dir" tests/data/golden/images/b_378x378.png \
+    --max-tokens 20 --temperature 0 --json ${threads:+--threads $threads}
