@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install-deps.sh
 jobs=$(nproc)
-fuzz_seconds=${FUZZ_SECONDS:-45}
+fuzz_seconds=${FUZZ_SECONDS:-30}
 
 echo "== golden data is byte-identical to what was copied"
 (cd tests/data/golden && sha256sum --quiet -c ../golden.sha256)
