@@ -160,8 +160,7 @@ enum MHD_Result srv_fail(srv_req *q, int status, const char *code, const char *p
     return ret;
 }
 
-int srv_status_for(tycho_status st, int after_run, const srv_req *q) {
-    (void)after_run;  // the same mapping either way, so far
+int srv_status_for(tycho_status st, const srv_req *q) {
     switch (st) {
     case TYCHO_E_ARG:
     case TYCHO_E_FORMAT:
@@ -180,7 +179,7 @@ int srv_status_for(tycho_status st, int after_run, const srv_req *q) {
 
 int srv_end_error(srv_req *q, tycho_error *te, const char **code) {
     tycho_status st = tycho_wait(q->tr, 0, te);
-    int status = srv_status_for(st, 1, q);
+    int status = srv_status_for(st, q);
     *code = tycho_status_name(st);
     if (st == TYCHO_E_CANCELLED && q->timed_out) {
         snprintf(te->message, sizeof te->message, "the request ran past the server's limit of %g s",
@@ -207,7 +206,7 @@ enum MHD_Result srv_submit(srv_req *q, tycho_request_params *p) {
         q->tr = NULL;
         if (st == TYCHO_E_BUSY)
             return srv_fail(q, 429, "queue_full", NULL, "the request queue is full; retry later (%s)", te.message);
-        return srv_fail(q, srv_status_for(st, 0, q), tycho_status_name(st), NULL, "%s", te.message);
+        return srv_fail(q, srv_status_for(st, q), tycho_status_name(st), NULL, "%s", te.message);
     }
     free(q->body);  // parsed and copied: no need to hold it while the request runs
     q->body = NULL;

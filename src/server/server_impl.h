@@ -179,9 +179,9 @@ enum MHD_Result srv_fail(srv_req *q, int status, const char *code, const char *p
     __attribute__((format(printf, 5, 6)));
 // Appends that error object's JSON ({"message", ...}, without the outer braces' key) to b.
 void srv_error_json(srv_buf *b, int status, const char *code, const char *param, const char *message);
-// The HTTP status for a failure: at submit (request_json, image decode,
-// tycho_submit) or after the request ran (tycho_wait).
-int srv_status_for(tycho_status st, int after_run, const srv_req *q);
+// The HTTP status for an engine status: from tycho_submit, or from tycho_wait
+// once the request ended (a cancel is 504 after a timeout, else 503).
+int srv_status_for(tycho_status st, const srv_req *q);
 // Submits p for q and makes the connection wait for the result (a suspended
 // plain response, or a streamed one). Answers the error itself when the
 // submit fails.
