@@ -31,6 +31,8 @@ static const char serve_help[] =
     "  --max-body-bytes N      request body limit (default 20 MiB; 413 beyond)\n"
     "  --max-image-bytes N     decoded image limit (default 10 MiB; 413 beyond)\n"
     "  --max-image-pixels N    width x height limit (default 50000000; 413 beyond)\n"
+    "  --max-pixels-in-flight N  image pixels of all requests not yet answered (default 400000000;\n"
+    "                          429 beyond, so queued big images cannot exhaust memory)\n"
     "  --timeout S             per-request limit in seconds, fractions allowed (default 600; then 504)\n"
     "  --http-threads N        HTTP worker threads (default 4)\n"
     "  --max-connections N     open connections (default 1024)\n"
@@ -106,6 +108,7 @@ static int serve_parse_args(int argc, char **argv, server_options *o) {
         else if (!strcmp(a, "--max-body-bytes")) bad = parse_num(v, 1024, 1LL << 32, &n) || (o->max_body_bytes = (size_t)n, 0);
         else if (!strcmp(a, "--max-image-bytes")) bad = parse_num(v, 1, 1LL << 32, &n) || (o->max_image_bytes = (size_t)n, 0);
         else if (!strcmp(a, "--max-image-pixels")) bad = parse_num(v, 1, 1LL << 27, &n) || (o->max_image_pixels = n, 0);
+        else if (!strcmp(a, "--max-pixels-in-flight")) bad = parse_num(v, 1, 1LL << 40, &n) || (o->max_pixels_in_flight = n, 0);
         else if (!strcmp(a, "--timeout")) bad = parse_seconds(v, &o->request_timeout_s);
         else if (!strcmp(a, "--http-threads")) bad = parse_num(v, 1, 256, &n) || (o->http_threads = (int)n, 0);
         else if (!strcmp(a, "--max-connections")) bad = parse_num(v, 1, 1 << 20, &n) || (o->max_connections = (int)n, 0);

@@ -61,6 +61,7 @@ void srv_req_release(srv_req *q) {
         tycho_request_free(q->tr);  // ended by now: does not wait
         atomic_fetch_sub(&q->s->live, 1);
     }
+    if (q->pixels) atomic_fetch_sub(&q->s->pixels, q->pixels);
     free(q->body);
     free(q->chunk_prefix);
     srv_buf_free(&q->out);
@@ -200,6 +201,17 @@ enum MHD_Result srv_submit(srv_req *q, tycho_request_params *p) {
         p->seed = s->o.seed;
         p->has_seed = 1;
     }
+    // The pixel budget: the engine copies the pixels and keeps them until the
+    // image prefix is computed, so a long queue of big images is memory.
+    int64_t px = p->image_rgb ? (int64_t)p->image_width * p->image_height : 0;
+    int64_t before = px ? atomic_fetch_add(&s->pixels, px) : 0;
+    if (px && before > 0 && before + px > s->o.max_pixels_in_flight) {
+        atomic_fetch_sub(&s->pixels, px);
+        return srv_fail(q, 429, "pixels_in_flight", NULL,
+                        "the images of the requests in flight are over the server's budget of %lld pixels; retry later",
+                        (long long)s->o.max_pixels_in_flight);
+    }
+    q->pixels = px;
     tycho_error te;
     tycho_status st = tycho_submit(atomic_load(&s->engine), p, &q->tr, &te);
     if (st != TYCHO_OK) {

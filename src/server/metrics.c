@@ -121,6 +121,8 @@ char *metrics_render(server *s, size_t *len) {
            (double)copy.timeouts);
     scalar(&b, "tycho_http_in_flight", "gauge", "Requests submitted to the engine and not yet answered.",
            (double)atomic_load(&s->live));
+    scalar(&b, "tycho_http_pixels_in_flight", "gauge", "Decoded image pixels those requests hold.",
+           (double)atomic_load(&s->pixels));
     scalar(&b, "tycho_model_loaded", "gauge", "1 once the model is loaded.", e ? 1 : 0);
     scalar(&b, "tycho_input_tokens_total", "counter", "Prompt positions of finished requests (image prefix included).",
            (double)st.input_tokens);

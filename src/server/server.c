@@ -26,6 +26,7 @@ void server_options_default(server_options *o) {
     o->max_body_bytes = (size_t)20 << 20;
     o->max_image_bytes = REQUEST_JSON_DEFAULT_IMAGE_BYTES;
     o->max_image_pixels = 50 * 1000 * 1000;
+    o->max_pixels_in_flight = 400 * 1000 * 1000;
     o->http_threads = 4;
     o->max_connections = 1024;
     o->request_timeout_s = 600;

@@ -27,6 +27,9 @@ typedef struct {
     size_t max_body_bytes;      // request body (default 20 MB)
     size_t max_image_bytes;     // decoded image bytes (default 10 MB, the cloud's limit)
     int64_t max_image_pixels;   // width * height (default 50 Mpx)
+    int64_t max_pixels_in_flight;  // decoded pixels of all requests not yet ended (default 400 Mpx,
+                                   // 1.2 GB of RGB); beyond it 429, so a queue of big images cannot
+                                   // exhaust memory (a request is always taken when none is in flight)
     int http_threads;           // libmicrohttpd worker threads (default 4)
     int max_connections;        // open connections (default 1024)
     double request_timeout_s;   // submit to the end of a request (default 600); then 504 / an error event

@@ -132,6 +132,7 @@ struct srv_req {
     int status;  // HTTP status answered
     // Once submitted:
     tycho_request *tr;
+    int64_t pixels;  // counted in server.pixels until freed
     srv_api api;
     int stream, include_usage;
     double deadline;        // ms, CLOCK_MONOTONIC
@@ -160,6 +161,7 @@ struct server {
     _Atomic(tycho_engine *) engine;  // NULL while the model loads
     atomic_int draining;             // shutting down: new requests get 503
     atomic_long live;                // submitted requests not yet freed
+    _Atomic int64_t pixels;          // decoded image pixels those requests hold (max_pixels_in_flight)
     atomic_ullong next_id;
     srv_waiter w;
     srv_metrics m;

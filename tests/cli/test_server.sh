@@ -82,7 +82,7 @@ run_node bad_input.test.mjs
 stop_server main "$pid"
 
 echo "== API key, full queue"
-start_server limits --api-key secret --max-batch-size 1 --max-queue 2 --max-tokens 4
+start_server limits --api-key secret --max-batch-size 1 --max-queue 2 --max-tokens 4 --max-pixels-in-flight 200000
 run_node limits.test.mjs
 stop_server limits "$pid"
 

@@ -1,9 +1,10 @@
 // A server started with --api-key secret --max-batch-size 1 --max-queue 2
-// --max-tokens 4: the key on /v1/* (both headers, and the official client's
-// apiKey), 429 with Retry-After when the queue is full.
+// --max-tokens 4 --max-pixels-in-flight 200000: the key on /v1/* (both
+// headers, and the official client's apiKey), 429 with Retry-After when the
+// queue is full or the images in flight are over the pixel budget.
 import { vl } from 'moondream';
 import OpenAI from 'openai';
-import { check, env, equal, report, request } from './lib.mjs';
+import { check, dataUri, env, equal, image, metric, report, request } from './lib.mjs';
 
 const key = 'secret';
 const tiny = { question: 'q', settings: { temperature: 0, max_tokens: 2 } };
@@ -55,5 +56,20 @@ const auth = { 'X-Moondream-Auth': key };
   check(all.filter((r) => r.status === 200).every((r) => r.json?.answer === want), 'answers under load');
 }
 
+// ---- the pixel budget: one 378x378 image (142,884 px) at a time ---------------------------------
+{
+  const body = { image_url: dataUri(image('b_378x378.png')), object: 'circle', settings: { max_objects: 2 } };
+  const want = (await request('POST', '/v1/detect', { body, headers: auth })).json?.objects;
+  const all = await Promise.all(Array.from({ length: 6 }, () => request('POST', '/v1/detect', { body, headers: auth })));
+  const over = all.filter((r) => r.status === 429 && r.json?.error?.code === 'pixels_in_flight');
+  check(over.length > 0 && over.every((r) => r.headers['retry-after'] === '1'), 'pixel budget: 429',
+    all.map((r) => `${r.status} ${r.json?.error?.code ?? ''}`).join(','));
+  check(all.every((r) => r.status === 429 || (r.status === 200 && JSON.stringify(r.json.objects) === JSON.stringify(want))),
+    'pixel budget: the others are answered right');
+  // Released once the response is out (just after the client has it).
+  let px = -1;
+  for (let i = 0; i < 100 && px !== 0; i++) px = await metric('tycho_http_pixels_in_flight');
+  check(px === 0, 'no pixels in flight afterwards', px);
+}
 equal((await request('POST', '/v1/query', { body: tiny, headers: auth })).status, 200, 'serving after the burst');
 report('limits');
