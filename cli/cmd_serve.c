@@ -43,7 +43,7 @@ static const char serve_help[] =
     "  --verbose               log every request\n"
     "\n"
     "examples:\n"
-    "  tycho serve --model models/shapes\n"
+    "  tycho serve --model models/shapes --max-tokens 200    # the demo model: 1024 positions of context\n"
     "  curl -s localhost:2020/v1/caption -H 'Content-Type: application/json' \\\n"
     "       -d \"{\\\"image_url\\\": \\\"data:image/png;base64,$(base64 -w0 examples/shapes.png)\\\"}\"\n"
     "  curl -sN localhost:2020/v1/query -d '{\"question\": \"Why is the sky blue?\", \"stream\": true}'\n"
