@@ -58,6 +58,13 @@ typedef struct {
 
 typedef enum { TY_ACT_NONE, TY_ACT_GELU_TANH, TY_ACT_GELU_ERF } ty_activation;
 
+// One product of matmul_grouped: y = act(x · wᵀ + bias), shapes as for matmul.
+typedef struct {
+    ty_tensor y, x, w;
+    const ty_tensor *bias;  // NULL: none
+    ty_activation act;
+} ty_matmul_group;
+
 typedef struct ty_backend ty_backend;
 
 typedef struct {
@@ -73,6 +80,11 @@ typedef struct {
     void (*read)(ty_backend *be, ty_tensor src, float *host);         // src -> (rows, cols) f32 host rows
     // y = act(x · wᵀ + bias). x (n, k), w (m, k), bias (1, m) or NULL, y (n, m).
     void (*matmul)(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act);
+    // matmul for each of n independent groups in one call (a MoE layer: every chosen
+    // expert's rows against that expert's weights), so a step costs one round of the
+    // backend's workers, not one per expert. Each group's y is bitwise what matmul gives
+    // it. May be NULL in a backend: callers then run matmul group by group.
+    void (*matmul_grouped)(ty_backend *be, int n, const ty_matmul_group *groups);
     // y = LayerNorm(x) · gamma + beta over each row.
     void (*layernorm)(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
     // y = a + b; b may have fewer rows (repeated: row r adds b[r % b.rows]) and any float dtype.

@@ -9,9 +9,12 @@
 // Rows are grouped by expert on the host side: each chosen expert's rows are
 // gathered into one block and run through that expert's weights once, so a
 // step reads each chosen expert's bytes once and never an unchosen one's (a
-// decode row reads its k experts only). The gather and scatter cost
-// O(rows · k · dim) copies, small beside the expert GEMMs; a device backend
-// would want gather/scatter ops instead (see README).
+// decode row reads its k experts only). All experts' blocks of a step go to
+// the backend as one grouped matmul for fc1 and one for fc2: a decode token
+// costs the backend two rounds of its workers per MoE layer, not 3k. Blocks
+// are cut into chunks of CHUNK_ROWS rows to bound the scratch memory of a long
+// prefill. The gather, GeGLU and weighted sum are host loops, O(rows · k ·
+// dim), small beside the expert GEMMs.
 //
 // Batch invariance: the GEMM kernels give a row the same result whatever
 // other rows share its block, routing and softmax are per row, and each row
@@ -22,6 +25,8 @@
 #include <string.h>
 
 #include "model/text_ops.h"
+
+enum { CHUNK_ROWS = 2048 };  // expert-block rows per grouped call (at least one expert's rows)
 
 // The k largest of n logits (ties to the lower index), in descending order,
 // and their softmax weights.
@@ -41,62 +46,22 @@ static void route_row(const float *logits, int n, int k, int *idx, float *w) {
 }
 
 typedef struct {
-    float *xh, *logits, *acc, *block;  // host: (n, dim) input, (n, E) router logits, (n, dim) output, (n, max) block
+    int64_t n, cap;                    // rows; block rows per chunk
+    float *xh, *logits, *acc, *block;  // host: (n, dim) input, (n, E) router logits, (n, dim) output, (cap, max(dim, 2I))
     int *idx, *order, *start, *next;   // (n, k) experts per row, rows grouped by expert, (E + 1) group starts, (E)
     float *w, *order_w;                // (n, k) weights; the weight of each grouped row
-    ty_tensor r, xb, hg, a, yb;        // backend: (n, E), (n, dim), (n, 2 inner), (n, inner), (n, dim)
+    ty_matmul_group *groups;           // (2E)
+    ty_tensor r, xb, hg, a, yb;        // backend: (n, E), (cap, dim), (cap, 2I), (cap, I), (cap, dim)
 } moe_scratch;
-
-static ty_status scratch_init(md_model *m, moe_scratch *s, int64_t n, ty_err *err) {
-    const ty_backend_ops *op = m->be->ops;
-    const md_moe_config *c = &m->cfg.text.moe;
-    int64_t d = m->cfg.text.dim, E = c->num_experts, k = c->experts_per_token, I = c->expert_inner_dim;
-    int64_t block = d > 2 * I ? d : 2 * I;
-    memset(s, 0, sizeof *s);
-    s->xh = malloc((size_t)(n * d) * sizeof(float));
-    s->logits = malloc((size_t)(n * E) * sizeof(float));
-    s->acc = calloc((size_t)(n * d), sizeof(float));
-    s->block = malloc((size_t)(n * block) * sizeof(float));
-    s->idx = malloc((size_t)(n * k) * sizeof(int));
-    s->order = malloc((size_t)(n * k) * sizeof(int));
-    s->start = calloc((size_t)E + 1, sizeof(int));
-    s->next = calloc((size_t)E, sizeof(int));
-    s->w = malloc((size_t)(n * k) * sizeof(float));
-    s->order_w = malloc((size_t)(n * k) * sizeof(float));
-    if (!s->xh || !s->logits || !s->acc || !s->block || !s->idx || !s->order || !s->start || !s->next || !s->w || !s->order_w)
-        return ty_err_set(err, TY_E_NOMEM, "out of memory");
-    ty_status st = op->alloc(m->be, &s->r, TY_DTYPE_F32, n, E, err);
-    if (st == TY_OK) st = op->alloc(m->be, &s->xb, TY_DTYPE_F32, n, d, err);
-    if (st == TY_OK) st = op->alloc(m->be, &s->hg, TY_DTYPE_F32, n, 2 * I, err);
-    if (st == TY_OK) st = op->alloc(m->be, &s->a, TY_DTYPE_F32, n, I, err);
-    if (st == TY_OK) st = op->alloc(m->be, &s->yb, TY_DTYPE_F32, n, d, err);
-    return st;
-}
-
-static void scratch_free(md_model *m, moe_scratch *s) {
-    ty_tensor *t[] = {&s->r, &s->xb, &s->hg, &s->a, &s->yb};
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
-        if (t[i]->data) m->be->ops->release(m->be, t[i]);
-    free(s->xh);
-    free(s->logits);
-    free(s->acc);
-    free(s->block);
-    free(s->idx);
-    free(s->order);
-    free(s->start);
-    free(s->next);
-    free(s->w);
-    free(s->order_w);
-}
 
 // Routes every row and lists the rows of each expert (ascending row order)
 // with their weights: expert e's rows are order[start[e] .. start[e + 1]).
-static void route(const md_moe_config *c, moe_scratch *s, int64_t n) {
+static void route(const md_moe_config *c, moe_scratch *s) {
     int E = c->num_experts, k = c->experts_per_token;
-    for (int64_t r = 0; r < n; r++) route_row(s->logits + r * E, E, k, s->idx + r * k, s->w + r * k);
-    for (int64_t i = 0; i < n * k; i++) s->start[s->idx[i] + 1]++;
+    for (int64_t r = 0; r < s->n; r++) route_row(s->logits + r * E, E, k, s->idx + r * k, s->w + r * k);
+    for (int64_t i = 0; i < s->n * k; i++) s->start[s->idx[i] + 1]++;
     for (int e = 0; e < E; e++) s->start[e + 1] += s->start[e];
-    for (int64_t r = 0; r < n; r++)
+    for (int64_t r = 0; r < s->n; r++)
         for (int j = 0; j < k; j++) {
             int e = s->idx[r * k + j], at = s->start[e] + s->next[e]++;
             s->order[at] = (int)r;
@@ -104,49 +69,129 @@ static void route(const md_moe_config *c, moe_scratch *s, int64_t n) {
         }
 }
 
-ty_status md_moe_forward(md_model *m, const md_moe *moe, ty_tensor y, ty_tensor x, ty_err *err) {
-    ty_backend *be = m->be;
-    const ty_backend_ops *op = be->ops;
+static ty_status scratch_init(md_model *m, moe_scratch *s, int64_t n, ty_err *err) {
+    const ty_backend_ops *op = m->be->ops;
     const md_moe_config *c = &m->cfg.text.moe;
-    int64_t n = x.rows, d = m->cfg.text.dim, I = c->expert_inner_dim;
+    int64_t d = m->cfg.text.dim, E = c->num_experts, k = c->experts_per_token;
+    memset(s, 0, sizeof *s);
+    s->n = n;
+    s->xh = malloc((size_t)(n * d) * sizeof(float));
+    s->logits = malloc((size_t)(n * E) * sizeof(float));
+    s->acc = calloc((size_t)(n * d), sizeof(float));
+    s->idx = malloc((size_t)(n * k) * sizeof(int));
+    s->order = malloc((size_t)(n * k) * sizeof(int));
+    s->start = calloc((size_t)E + 1, sizeof(int));
+    s->next = calloc((size_t)E, sizeof(int));
+    s->w = malloc((size_t)(n * k) * sizeof(float));
+    s->order_w = malloc((size_t)(n * k) * sizeof(float));
+    s->groups = malloc((size_t)(2 * E) * sizeof *s->groups);
+    if (!s->xh || !s->logits || !s->acc || !s->idx || !s->order || !s->start || !s->next || !s->w || !s->order_w ||
+        !s->groups)
+        return ty_err_set(err, TY_E_NOMEM, "out of memory");
+    return op->alloc(m->be, &s->r, TY_DTYPE_F32, n, E, err);
+}
+
+// Block buffers for chunks of up to cap rows (known once rows are routed).
+static ty_status scratch_blocks(md_model *m, moe_scratch *s, ty_err *err) {
+    const ty_backend_ops *op = m->be->ops;
+    const md_moe_config *c = &m->cfg.text.moe;
+    int64_t d = m->cfg.text.dim, I = c->expert_inner_dim, largest = 0;
+    for (int e = 0; e < c->num_experts; e++)
+        if (s->start[e + 1] - s->start[e] > largest) largest = s->start[e + 1] - s->start[e];
+    int64_t total = s->n * c->experts_per_token;
+    s->cap = total < CHUNK_ROWS ? total : CHUNK_ROWS;
+    if (s->cap < largest) s->cap = largest;
+    s->block = malloc((size_t)(s->cap * (d > 2 * I ? d : 2 * I)) * sizeof(float));
+    if (!s->block) return ty_err_set(err, TY_E_NOMEM, "out of memory");
+    ty_status st = op->alloc(m->be, &s->xb, TY_DTYPE_F32, s->cap, d, err);
+    if (st == TY_OK) st = op->alloc(m->be, &s->hg, TY_DTYPE_F32, s->cap, 2 * I, err);
+    if (st == TY_OK) st = op->alloc(m->be, &s->a, TY_DTYPE_F32, s->cap, I, err);
+    if (st == TY_OK) st = op->alloc(m->be, &s->yb, TY_DTYPE_F32, s->cap, d, err);
+    return st;
+}
+
+static void scratch_free(md_model *m, moe_scratch *s) {
+    ty_tensor *t[] = {&s->r, &s->xb, &s->hg, &s->a, &s->yb};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (t[i]->data) m->be->ops->release(m->be, t[i]);
+    void *p[] = {s->xh, s->logits, s->acc, s->block, s->idx, s->order, s->start, s->next, s->w, s->order_w, s->groups};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+}
+
+static void run_groups(md_model *m, const ty_matmul_group *g, int n) {
+    const ty_backend_ops *op = m->be->ops;
+    if (op->matmul_grouped) {
+        op->matmul_grouped(m->be, n, g);
+        return;
+    }
+    for (int i = 0; i < n; i++) op->matmul(m->be, g[i].y, g[i].x, g[i].w, g[i].bias, g[i].act);
+}
+
+// Experts [e0, e1), whose blocks fit one chunk: gather, fc1 (h through the
+// exact GELU in the GEMM epilogue, g as is), GeGLU, fc2, weighted sum.
+static void run_chunk(md_model *m, const md_moe *moe, moe_scratch *s, int e0, int e1) {
+    const ty_backend_ops *op = m->be->ops;
+    const md_moe_config *c = &m->cfg.text.moe;
+    int64_t d = m->cfg.text.dim, I = c->expert_inner_dim, rows = 0;
+    int ng = 0;
+    for (int e = e0; e < e1; e++) {
+        int64_t n = s->start[e + 1] - s->start[e];
+        if (!n) continue;  // an expert no row chose: its weights are never read
+        const int *who = s->order + s->start[e];
+        for (int64_t i = 0; i < n; i++) memcpy(s->block + (rows + i) * d, s->xh + who[i] * d, (size_t)d * sizeof(float));
+        ty_tensor x = tensor_rows(s->xb, rows, n), y = tensor_rows(s->hg, rows, n);
+        ty_tensor up = tensor_rows(moe->fc1, (int64_t)e * 2 * I, 2 * I);
+        s->groups[ng++] = (ty_matmul_group){tensor_cols(y, 0, I), x, tensor_rows(up, 0, I), NULL, TY_ACT_GELU_ERF};
+        s->groups[ng++] = (ty_matmul_group){tensor_cols(y, I, I), x, tensor_rows(up, I, I), NULL, TY_ACT_NONE};
+        rows += n;
+    }
+    if (!rows) return;
+    op->write(m->be, tensor_rows(s->xb, 0, rows), s->block);
+    run_groups(m, s->groups, ng);
+    op->read(m->be, tensor_rows(s->hg, 0, rows), s->block);
+    for (int64_t i = 0; i < rows; i++) {
+        float *h = s->block + i * 2 * I, *g = h + I, *out = s->block + i * I;  // out trails h: safe in place
+        for (int64_t j = 0; j < I; j++) out[j] = h[j] * (g[j] + 1.0f);
+    }
+    op->write(m->be, tensor_rows(s->a, 0, rows), s->block);
+    ng = 0;
+    rows = 0;
+    for (int e = e0; e < e1; e++) {
+        int64_t n = s->start[e + 1] - s->start[e];
+        if (!n) continue;
+        s->groups[ng++] = (ty_matmul_group){tensor_rows(s->yb, rows, n), tensor_rows(s->a, rows, n),
+                                            tensor_rows(moe->fc2, (int64_t)e * d, d), NULL, TY_ACT_NONE};
+        rows += n;
+    }
+    run_groups(m, s->groups, ng);
+    op->read(m->be, tensor_rows(s->yb, 0, rows), s->block);
+    const float *v = s->block;
+    for (int e = e0; e < e1; e++)  // ascending expert id within the chunk; chunks come in ascending order
+        for (int i = s->start[e]; i < s->start[e + 1]; i++, v += d) {
+            float *acc = s->acc + (int64_t)s->order[i] * d, wt = s->order_w[i];
+            for (int64_t j = 0; j < d; j++) acc[j] += v[j] * wt;
+        }
+}
+
+ty_status md_moe_forward(md_model *m, const md_moe *moe, ty_tensor y, ty_tensor x, ty_err *err) {
+    const ty_backend_ops *op = m->be->ops;
+    const md_moe_config *c = &m->cfg.text.moe;
     moe_scratch s;
-    ty_status st = scratch_init(m, &s, n, err);
-    if (st != TY_OK) {
-        scratch_free(m, &s);
-        return st;
+    ty_status st = scratch_init(m, &s, x.rows, err);
+    if (st == TY_OK) {
+        op->matmul(m->be, s.r, x, moe->router.w, &moe->router.b, TY_ACT_NONE);
+        op->read(m->be, s.r, s.logits);
+        op->read(m->be, x, s.xh);
+        route(c, &s);
+        st = scratch_blocks(m, &s, err);
     }
-    op->matmul(be, s.r, x, moe->router.w, &moe->router.b, TY_ACT_NONE);
-    op->read(be, s.r, s.logits);
-    op->read(be, x, s.xh);
-    route(c, &s, n);
-    for (int e = 0; e < c->num_experts; e++) {
-        int64_t rows = s.start[e + 1] - s.start[e];
-        if (!rows) continue;  // an expert no row chose: its weights are never read
-        const int *who = s.order + s.start[e];
-        const float *wt = s.order_w + s.start[e];
-        for (int64_t i = 0; i < rows; i++) memcpy(s.block + i * d, s.xh + who[i] * d, (size_t)d * sizeof(float));
-        ty_tensor xb = tensor_rows(s.xb, 0, rows), hg = tensor_rows(s.hg, 0, rows);
-        ty_tensor a = tensor_rows(s.a, 0, rows), yb = tensor_rows(s.yb, 0, rows);
-        ty_tensor up = tensor_rows(moe->fc1, (int64_t)e * 2 * I, 2 * I), down = tensor_rows(moe->fc2, (int64_t)e * d, d);
-        op->write(be, xb, s.block);
-        // h through the exact GELU in the GEMM epilogue, g as is: one pass over the expert's fc1 rows each.
-        op->matmul(be, tensor_cols(hg, 0, I), xb, tensor_rows(up, 0, I), NULL, TY_ACT_GELU_ERF);
-        op->matmul(be, tensor_cols(hg, I, I), xb, tensor_rows(up, I, I), NULL, TY_ACT_NONE);
-        op->read(be, hg, s.block);
-        for (int64_t i = 0; i < rows; i++) {
-            float *h = s.block + i * 2 * I, *g = h + I, *out = s.block + i * I;  // out trails h: safe in place
-            for (int64_t j = 0; j < I; j++) out[j] = h[j] * (g[j] + 1.0f);
-        }
-        op->write(be, a, s.block);
-        op->matmul(be, yb, a, down, NULL, TY_ACT_NONE);
-        op->read(be, yb, s.block);
-        for (int64_t i = 0; i < rows; i++) {
-            float *acc = s.acc + who[i] * d;
-            const float *v = s.block + i * d;
-            for (int64_t j = 0; j < d; j++) acc[j] += v[j] * wt[i];
-        }
+    for (int e0 = 0; st == TY_OK && e0 < c->num_experts;) {
+        int e1 = e0 + 1;
+        while (e1 < c->num_experts && s.start[e1 + 1] - s.start[e0] <= s.cap) e1++;
+        run_chunk(m, moe, &s, e0, e1);
+        e0 = e1;
     }
-    op->write(be, y, s.acc);
+    if (st == TY_OK) op->write(m->be, y, s.acc);
     scratch_free(m, &s);
-    return TY_OK;
+    return st;
 }

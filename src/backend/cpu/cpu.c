@@ -90,6 +90,7 @@ static const ty_backend_ops cpu_ops = {
     .write = cpu_write,
     .read = cpu_read,
     .matmul = cpu_matmul,
+    .matmul_grouped = cpu_matmul_grouped,
     .layernorm = cpu_layernorm,
     .add = cpu_add,
     .embed = cpu_embed,

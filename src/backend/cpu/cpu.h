@@ -40,6 +40,7 @@ void cpu_convert_row(float *dst, const void *src, ty_dtype dtype, int64_t n);
 
 // Per-op entry points, wired into the ops table by cpu.c.
 void cpu_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act);
+void cpu_matmul_grouped(ty_backend *be, int n, const ty_matmul_group *groups);
 void cpu_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
 void cpu_add(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
 void cpu_embed(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids);

@@ -111,12 +111,57 @@ static void gemm_panel(void *ctx, int panel) {
     free(panel_buf);
 }
 
+// The work items of one product: blocks of GEMV_PANELS panels for the decode
+// GEMV, else panels.
+static int is_gemv(const gemm_job *g) { return g->x.rows == 1 && g->w.dtype == TY_DTYPE_BF16; }
+static int job_items(const gemm_job *g) {
+    int n_panels = (int)((g->w.rows + PANEL - 1) / PANEL);
+    return g->x.rows < 1 ? 0 : is_gemv(g) ? (n_panels + GEMV_PANELS - 1) / GEMV_PANELS : n_panels;
+}
+static void job_item(const gemm_job *g, int item) {
+    if (is_gemv(g)) gemv_bf16((void *)g, item);
+    else gemm_panel((void *)g, item);
+}
+
 void cpu_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act) {
     cpu_backend *c = cpu_of(be);
     gemm_job g = {y, x, w, bias, act, c->simd};
-    int n_panels = (int)((w.rows + PANEL - 1) / PANEL);
-    if (x.rows == 1 && w.dtype == TY_DTYPE_BF16)
-        pool_run(c->pool, (n_panels + GEMV_PANELS - 1) / GEMV_PANELS, gemv_bf16, &g);
-    else
-        pool_run(c->pool, n_panels, gemm_panel, &g);
+    pool_run(c->pool, job_items(&g), is_gemv(&g) ? gemv_bf16 : gemm_panel, &g);
+}
+
+// Several products as one pool round: the items of all groups in a row, each
+// run exactly as cpu_matmul runs it (so a group's result is the same bits).
+typedef struct {
+    const gemm_job *jobs;
+    const int *start;  // (n + 1) first item of each group
+    int n;
+} grouped_jobs;
+
+static void grouped_item(void *ctx, int item) {
+    const grouped_jobs *G = ctx;
+    int lo = 0, hi = G->n - 1;  // the last group starting at or before item
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (G->start[mid] <= item) lo = mid;
+        else hi = mid - 1;
+    }
+    job_item(&G->jobs[lo], item - G->start[lo]);
+}
+
+void cpu_matmul_grouped(ty_backend *be, int n, const ty_matmul_group *groups) {
+    cpu_backend *c = cpu_of(be);
+    if (n < 1) return;
+    gemm_job *jobs = malloc((size_t)n * sizeof *jobs);
+    int *start = malloc((size_t)(n + 1) * sizeof *start);
+    if (!jobs || !start) abort();  // a few bytes per group; failure here means the machine is out of memory
+    start[0] = 0;
+    for (int i = 0; i < n; i++) {
+        const ty_matmul_group *q = &groups[i];
+        jobs[i] = (gemm_job){q->y, q->x, q->w, q->bias, q->act, c->simd};
+        start[i + 1] = start[i] + job_items(&jobs[i]);
+    }
+    grouped_jobs G = {jobs, start, n};
+    pool_run(c->pool, start[n], grouped_item, &G);
+    free(jobs);
+    free(start);
 }
