@@ -31,7 +31,9 @@ import scenes as S  # noqa: E402
 # ---- architecture -----------------------------------------------------------------------------
 VIS = dict(enc_dim=128, enc_patch_size=14, enc_n_layers=5, enc_ff_dim=512, enc_n_heads=4, proj_out_dim=256,
            crop_size=378, in_channels=3, max_crops=12, overlap_margin=4, proj_inner_dim=512)
-TXT = dict(dim=256, ff_dim=1024, n_layers=4, vocab_size=512, max_context=1024, n_heads=4, n_kv_heads=4,
+# max_context only goes to config.json (training uses 730 + 40 positions); 2048 so tycho's default
+# max_tokens fit after the image prefix (runs 1-5 exported 1024; the shipped config says 2048)
+TXT = dict(dim=256, ff_dim=1024, n_layers=4, vocab_size=512, max_context=2048, n_heads=4, n_kv_heads=4,
            prefix_attn=730, group_size=None)
 REG = dict(dim=256, coord_feat_dim=256, coord_out_dim=1024, size_feat_dim=512, size_out_dim=2048, inner_dim=256,
            group_size=None)
@@ -145,9 +147,10 @@ def order(objs):
 
 
 class Sampler:
-    def __init__(self, tokfile, mix=2):
+    def __init__(self, tokfile, mix=2, resample_small=0.0):
         from tokenizers import Tokenizer
         self.mix = mix
+        self.resample_small = resample_small
         self.tok = Tokenizer.from_file(tokfile)
         self.cache = {}
         self.tpl = templates(self.enc)
@@ -250,13 +253,17 @@ class Sampler:
         return np.stack(cs), (th, tw)
 
     def batch(self, rng, n):
-        crops, tilings, seqs = [], [], []
+        crops, tilings, seqs, nobj = [], [], [], []
         for _ in range(n):
             sc = S.sample_scene(rng)
+            if self.resample_small > 0 and len(sc["objects"]) <= 2 and rng.random() < self.resample_small:
+                sc = S.sample_scene(rng)  # --resample-small: more 3- and 4-object scenes
             c, t = self.crops(rng, sc)
             crops.append(c)
             tilings.append(t)
-            seqs += self.tasks(rng, sc) if self.mix == 1 else self.tasks_v2(rng, sc)
+            ss = self.tasks(rng, sc) if self.mix == 1 else self.tasks_v2(rng, sc)
+            seqs += ss
+            nobj += [len(sc["objects"])] * len(ss)
         ids = np.zeros((len(seqs), LS), np.int64)
         kind = np.zeros((len(seqs), LS), np.int64)
         val = np.zeros((len(seqs), LS, 2), np.float32)
@@ -269,19 +276,21 @@ class Sampler:
             ids[r, :L] = s.ids; kind[r, :L] = s.kind; val[r, :L] = s.val
             ttok[r, :L] = s.ttok; tcoord[r, :L] = s.tcoord; tsize[r, :L] = s.tsize
         return dict(crops=torch.from_numpy(np.concatenate(crops)), tilings=torch.tensor(tilings),
+                    nobj=torch.tensor(nobj, dtype=torch.int64),
                     ids=torch.from_numpy(ids), kind=torch.from_numpy(kind), val=torch.from_numpy(val),
                     ttok=torch.from_numpy(ttok), tcoord=torch.from_numpy(tcoord), tsize=torch.from_numpy(tsize))
 
 
 class Stream(torch.utils.data.IterableDataset):
-    def __init__(self, tokfile, seed, per_item, mix):
+    def __init__(self, tokfile, seed, per_item, mix, resample_small=0.0):
         self.tokfile, self.seed, self.per_item, self.mix = tokfile, seed, per_item, mix
+        self.resample_small = resample_small
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info else 0
         torch.set_num_threads(1)
-        smp = Sampler(self.tokfile, self.mix)
+        smp = Sampler(self.tokfile, self.mix, self.resample_small)
         rng = random.Random(self.seed * 1000003 + wid)
         while True:
             yield smp.batch(rng, self.per_item)
@@ -476,14 +485,32 @@ def soft_ce(logits, target, sigma=1.5):
     return -(w * F.log_softmax(logits.float(), -1)).sum(-1).mean()
 
 
-def losses(model, b, hidden):
+def losses(model, b, hidden, cap_id=None, cap_weight=1.0):
     t, r = model.text, model.region
     out = {}
     m = b["ttok"] >= 0
     h = hidden[m]
     logits = t.lm_head(t.post_ln(h))
-    out["lm"] = F.cross_entropy(logits.float(), b["ttok"][m])
-    out["tok_acc"] = (logits.argmax(-1) == b["ttok"][m]).float().mean()
+    tgt = b["ttok"][m]
+    ce = F.cross_entropy(logits.float(), tgt, reduction="none")
+    right = logits.argmax(-1) == tgt
+    out["tok_acc"] = right.float().mean()
+    if cap_id is None:
+        out["lm"] = ce.mean()
+    else:
+        # caption sequences (prompt token 1 is "describe"): weight their tokens by cap_weight
+        # (normalised by the plain token count, so the other tasks keep their weight), and
+        # report the share of captions whose every token is the argmax given the right
+        # prefix: exactly the share that greedy decoding gets right (on fresh scenes).
+        is_cap = (b["ids"][:, 1] == cap_id)[:, None].expand_as(m)[m]
+        out["lm"] = (ce * torch.where(is_cap, cap_weight, 1.0)).sum() / ce.numel()
+        rows = torch.nonzero(m)[:, 0]
+        bad = torch.zeros(m.shape[0], device=m.device).index_add_(0, rows, (~right).float())
+        capr = b["ids"][:, 1] == cap_id
+        out["cap_exact"] = (bad[capr] == 0).float().mean()
+        for k in range(1, 5):  # the same per number of objects in the scene
+            sel = capr & (b["nobj"] == k)
+            out[f"cap{k}"] = ((bad == 0) & sel).float().sum() / sel.float().sum().clamp(min=1)
     m = b["tcoord"] >= 0
     cl = r.coord_decoder(hidden[m])
     out["coord"] = soft_ce(cl, b["tcoord"][m])
@@ -540,12 +567,17 @@ def main():
     ap.add_argument("--max-seconds", type=float, default=1e9)
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--init", default=None, help="resume weights from DIR/ckpt_*.safetensors (f32)")
+    ap.add_argument("--init", default=None,
+                    help="resume weights from DIR/ckpt_*.safetensors (f32), else DIR/model.safetensors (bf16)")
     ap.add_argument("--init-bf16", action="store_true",
                     help="resume from DIR/model.safetensors (bf16) even when f32 checkpoints exist")
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--task-mix", type=int, default=2, choices=[1, 2],
-                    help="1: 8 task sequences per scene (run 1), 2: 16 (runs 2, 3)")
+                    help="1: 8 task sequences per scene (run 1), 2: 16 (runs 2-5)")
+    ap.add_argument("--caption-weight", type=float, default=1.0,
+                    help="weight of caption tokens in the LM loss (1: plain mean over all answer tokens, runs 1-3)")
+    ap.add_argument("--resample-small", type=float, default=0.0,
+                    help="probability of redrawing a scene with 1 or 2 objects (0: the plain scene mix, runs 1-4)")
     args = ap.parse_args()
     t0 = time.time()
     os.makedirs(args.out, exist_ok=True)
@@ -565,6 +597,7 @@ def main():
     tokfile = os.path.join(args.out, "tokenizer.json")
     tok.save(tokfile)
     tpl = templates(lambda s: tok.encode(s).ids)
+    cap_id = tpl["caption"]["normal"][1]  # the "describe" token
     say("templates", json.dumps(tpl))
     say("caption example", S.caption(S.sample_scene(random.Random(5))),
         tok.encode(S.caption(S.sample_scene(random.Random(5)))).ids)
@@ -588,7 +621,7 @@ def main():
         return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
 
     cos, sin = rope_tables(PREFIX + LS, dev)
-    ds = Stream(tokfile, args.seed, args.per_item, args.task_mix)
+    ds = Stream(tokfile, args.seed, args.per_item, args.task_mix, args.resample_small)
     dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers, pin_memory=True,
                                      prefetch_factor=4, persistent_workers=True)
     it = iter(dl)
@@ -615,7 +648,7 @@ def main():
         wait += time.time() - tw0
         with torch.autocast("cuda", dtype=torch.bfloat16):
             hidden = model(b, cos, sin)
-            out = losses(model, b, hidden)
+            out = losses(model, b, hidden, cap_id, args.caption_weight)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
