@@ -74,6 +74,73 @@ def run_tycho(tycho, model, cmd, image, extra):
     return json.loads(p.stdout), dt
 
 
+def api_body(cmd, extra):
+    """The Moondream API request body of a CLI-style task (greedy)."""
+    body = {"settings": {"temperature": 0}}
+    opts = dict(zip(extra[::2], extra[1::2]))
+    if cmd == "caption":
+        body["length"] = opts.get("--length", "normal")
+    elif cmd == "query":
+        body["question"] = opts["--question"]
+    else:
+        body["object"] = opts["--object"]
+    return body
+
+
+def run_batch(args, jobs, scenes):
+    """Every task in one `tycho batch` run: the engine batches them."""
+    path = os.path.join(args.workdir, "tasks.jsonl")
+    with open(path, "w") as f:
+        for i, kind, cmd, extra, meta in jobs:
+            f.write(json.dumps(dict(api_body(cmd, extra), skill=cmd, image=os.path.abspath(scenes[i]["image"]))) + "\n")
+    t = time.time()
+    p = subprocess.run([args.tycho, "batch", "--model", args.model, "--seed", "0", path], capture_output=True, text=True)
+    dt = (time.time() - t) / max(len(jobs), 1)
+    lines = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+    if len(lines) != len(jobs):
+        raise SystemExit(f"tycho batch gave {len(lines)} results for {len(jobs)} tasks: {p.stderr[-500:]}")
+    return [(job, res, dt) for job, res in zip(jobs, lines)]
+
+
+def run_http(args, jobs, scenes):
+    """Every task as an HTTP request to `tycho serve` on a loopback port."""
+    import base64, socket, urllib.error, urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([args.tycho, "serve", "--model", args.model, "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if urllib.request.urlopen(base + "/health", timeout=1).status == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.1)
+
+        def post(job):
+            i, kind, cmd, extra, meta = job
+            img = scenes[i]["image"]
+            mime = "jpeg" if img.endswith(".jpg") else "png"
+            body = dict(api_body(cmd, extra), image_url=f"data:image/{mime};base64," +
+                        base64.b64encode(open(img, "rb").read()).decode())
+            req = urllib.request.Request(f"{base}/v1/{cmd}", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+            t = time.time()
+            try:
+                res = json.loads(urllib.request.urlopen(req, timeout=600).read())
+            except urllib.error.HTTPError as e:
+                res = {"error": e.read().decode(errors="replace")[-500:]}
+            return job, res, time.time() - t
+
+        with ThreadPoolExecutor(max(args.jobs, 16)) as ex:
+            return list(ex.map(post, jobs))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
@@ -84,6 +151,9 @@ def main():
     ap.add_argument("--quality", type=int, default=85)
     ap.add_argument("--workdir", default="/tmp/tycho_shapes_eval")
     ap.add_argument("--out", default=None, help="write per-task results as JSON")
+    ap.add_argument("--via", choices=["cli", "batch", "http"], default="cli",
+                    help="cli: one tycho call per task; batch: every task in one `tycho batch` (the engine "
+                         "batching them); http: every task as a request to `tycho serve` (--jobs at a time)")
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     t0 = time.time()
@@ -125,8 +195,13 @@ def main():
         return job, res, dt
 
     t1 = time.time()
-    with ThreadPoolExecutor(args.jobs) as ex:
-        results = list(ex.map(work, jobs))
+    if args.via == "batch":
+        results = run_batch(args, jobs, scenes)
+    elif args.via == "http":
+        results = run_http(args, jobs, scenes)
+    else:
+        with ThreadPoolExecutor(args.jobs) as ex:
+            results = list(ex.map(work, jobs))
     t_run = time.time() - t1
 
     st = collections.defaultdict(lambda: collections.Counter())
@@ -191,7 +266,7 @@ def main():
         return f"{100.0 * a / b:6.1f}%" if b else "    n/a"
 
     print(f"scenes: {args.n} (half JPEG q{args.quality}), seed {args.seed}, model {args.model}")
-    print(f"tycho calls: {len(jobs)} ({errors} errors), {args.jobs} parallel; render {t_render:.0f}s, "
+    print(f"tycho calls: {len(jobs)} via {args.via} ({errors} errors), {args.jobs} parallel; render {t_render:.0f}s, "
           f"run {t_run:.0f}s ({sum(r[2] for r in results) / max(1, len(results)):.2f}s per call)")
     print()
     print("| metric | all | PNG | JPEG | target |")
