@@ -12,17 +12,8 @@
 
 #include "api/engine.h"
 #include "core/file.h"
+#include "golden.h"
 #include "test.h"
-
-static cJSON *load_json(const char *path) {
-    uint8_t *buf;
-    size_t len;
-    ty_err err;
-    if (file_read_all(path, 16 << 20, &buf, &len, &err) != TY_OK) return NULL;
-    cJSON *j = cJSON_Parse((char *)buf);
-    free(buf);
-    return j;
-}
 
 typedef struct {
     const cJSON *c;
@@ -252,8 +243,8 @@ static void check_second_question(golden_case *g) {
 }
 
 int main(void) {
-    cJSON *expected = load_json(TEST_DATA("golden/md2-tiny/expected.json"));
-    cJSON *images_root = load_json(TEST_DATA("golden/images.json"));
+    cJSON *expected = golden_load_json(TEST_DATA("golden/md2-tiny/expected.json"));
+    cJSON *images_root = golden_load_json(TEST_DATA("golden/images.json"));
     CHECK(expected && images_root);
     if (!expected || !images_root) return test_report("test_engine_golden");
     static golden_case cases[128];

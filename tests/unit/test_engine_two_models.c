@@ -11,17 +11,8 @@
 
 #include "api/engine.h"
 #include "core/file.h"
+#include "golden.h"
 #include "test.h"
-
-static cJSON *load_json(const char *path) {
-    uint8_t *buf;
-    size_t len;
-    ty_err err;
-    if (file_read_all(path, 16 << 20, &buf, &len, &err) != TY_OK) return NULL;
-    cJSON *j = cJSON_Parse((char *)buf);
-    free(buf);
-    return j;
-}
 
 typedef struct {
     const cJSON *c;
@@ -135,9 +126,9 @@ static char *finish(test_case *t) {
 }
 
 int main(void) {
-    cJSON *e2 = load_json(TEST_DATA("golden/md2-tiny/expected.json"));
-    cJSON *e3 = load_json(TEST_DATA("golden/md3-tiny/expected.json"));
-    cJSON *images_root = load_json(TEST_DATA("golden/images.json"));
+    cJSON *e2 = golden_load_json(TEST_DATA("golden/md2-tiny/expected.json"));
+    cJSON *e3 = golden_load_json(TEST_DATA("golden/md3-tiny/expected.json"));
+    cJSON *images_root = golden_load_json(TEST_DATA("golden/images.json"));
     CHECK(e2 && e3 && images_root);
     if (!e2 || !e3 || !images_root) return test_report("test_engine_two_models");
     images = cJSON_GetObjectItem(images_root, "images");

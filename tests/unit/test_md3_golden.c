@@ -15,16 +15,6 @@
 #include "golden.h"
 #include "test.h"
 
-static cJSON *load_json(const char *path) {
-    uint8_t *buf;
-    size_t len;
-    ty_err err;
-    if (file_read_all(path, 16 << 20, &buf, &len, &err) != TY_OK) return NULL;
-    cJSON *j = cJSON_Parse((char *)buf);
-    free(buf);
-    return j;
-}
-
 static int ids_equal(const cJSON *want, const int32_t *got, int n) {
     if (cJSON_GetArraySize(want) != n) return 0;
     int i = 0;
@@ -44,8 +34,8 @@ int main(void) {
     CHECK_MSG(tokenizer_init_from_file(&tok, TEST_DATA("golden/md3-tiny/tokenizer.json"), &err) == TY_OK, "%s",
               err.msg);
     CHECK(safetensors_init(&exp, TEST_DATA("golden/md3-tiny/expected.safetensors"), &err) == TY_OK);
-    cJSON *expected = load_json(TEST_DATA("golden/md3-tiny/expected.json"));
-    cJSON *images_root = load_json(TEST_DATA("golden/images.json"));
+    cJSON *expected = golden_load_json(TEST_DATA("golden/md3-tiny/expected.json"));
+    cJSON *images_root = golden_load_json(TEST_DATA("golden/images.json"));
     cJSON *images = cJSON_GetObjectItem(images_root, "images");
     if (!m || !tok || !exp || !expected || !images) return test_report("test_md3_golden");
 
