@@ -13,11 +13,7 @@
 
 // ---- errors ----------------------------------------------------------------
 
-// Records code, the offending field and a message; returns code.
-static ty_status fail(request_json_error *e, ty_status code, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static ty_status fail(request_json_error *e, ty_status code, const char *param, const char *fmt, ...) {
+ty_status request_json_fail(request_json_error *e, ty_status code, const char *param, const char *fmt, ...) {
     if (!e) return code;
     e->err.code = code;
     va_list ap;
@@ -141,25 +137,25 @@ static int is_token_char(char c) {
 // Finds the base64 payload of a data URI "data:image/<type>[;k=v]*;base64,<b64>".
 static ty_status data_uri_payload(const char *s, const char **payload, request_json_error *e) {
     const char *comma = strchr(s, ',');
-    if (!comma) return fail(e, TY_E_FORMAT, "image_url", "image_url: a data URI needs a ',' before its data");
+    if (!comma) return request_json_fail(e, TY_E_FORMAT, "image_url", "image_url: a data URI needs a ',' before its data");
     const char *meta = s + 5;  // after "data:"
     if (!starts_with_ci(meta, "image/"))
-        return fail(e, TY_E_ARG, "image_url", "image_url: the data URI must have an image type (data:image/<type>;base64,...)");
+        return request_json_fail(e, TY_E_ARG, "image_url", "image_url: the data URI must have an image type (data:image/<type>;base64,...)");
     const char *p = meta + 6;
     const char *sub = p;
     while (p < comma && is_token_char(*p)) p++;
-    if (p == sub) return fail(e, TY_E_ARG, "image_url", "image_url: the data URI's image type is empty");
+    if (p == sub) return request_json_fail(e, TY_E_ARG, "image_url", "image_url: the data URI's image type is empty");
     // Parameters; the last must be ";base64" (percent-encoded data URIs are not read).
     int base64 = 0;
     while (p < comma) {
-        if (*p != ';') return fail(e, TY_E_FORMAT, "image_url", "image_url: malformed data URI media type");
+        if (*p != ';') return request_json_fail(e, TY_E_FORMAT, "image_url", "image_url: malformed data URI media type");
         const char *seg = ++p;
         while (p < comma && *p != ';') p++;
         base64 = (size_t)(p - seg) == 6 && starts_with_ci(seg, "base64");
         if (!base64 && !memchr(seg, '=', (size_t)(p - seg)))
-            return fail(e, TY_E_FORMAT, "image_url", "image_url: malformed data URI parameter");
+            return request_json_fail(e, TY_E_FORMAT, "image_url", "image_url: malformed data URI parameter");
     }
-    if (!base64) return fail(e, TY_E_UNSUPPORTED, "image_url", "image_url: only base64 data URIs are supported (;base64,)");
+    if (!base64) return request_json_fail(e, TY_E_UNSUPPORTED, "image_url", "image_url: only base64 data URIs are supported (;base64,)");
     *payload = comma + 1;
     return TY_OK;
 }
@@ -170,20 +166,20 @@ static ty_status parse_image_url(request_json *r, const char *s, size_t max_byte
         ty_status st = data_uri_payload(s, &b64, e);
         if (st != TY_OK) return st;
     } else if (starts_with_ci(s, "http://") || starts_with_ci(s, "https://") || starts_with_ci(s, "file:")) {
-        return fail(e, TY_E_UNSUPPORTED, "image_url", "image_url: URLs are not fetched; send a data URI or base64");
+        return request_json_fail(e, TY_E_UNSUPPORTED, "image_url", "image_url: URLs are not fetched; send a data URI or base64");
     }
     size_t n = strlen(b64);
-    if (!n) return fail(e, TY_E_ARG, "image_url", "image_url: the image data is empty");
+    if (!n) return request_json_fail(e, TY_E_ARG, "image_url", "image_url: the image data is empty");
     size_t need = base64_decoded_size(b64, n);
     if (need > max_bytes)
-        return fail(e, TY_E_LIMIT, "image_url", "image_url: the image is %zu bytes, over the limit of %zu", need,
+        return request_json_fail(e, TY_E_LIMIT, "image_url", "image_url: the image is %zu bytes, over the limit of %zu", need,
                     max_bytes);
     r->image = malloc(need ? need : 1);
-    if (!r->image) return fail(e, TY_E_NOMEM, "image_url", "image_url: cannot allocate %zu bytes", need);
+    if (!r->image) return request_json_fail(e, TY_E_NOMEM, "image_url", "image_url: cannot allocate %zu bytes", need);
     ty_err be = {0};
     ty_status st = base64_decode_strict(b64, n, r->image, need, &r->image_len, &be);
-    if (st != TY_OK) return fail(e, st, "image_url", "image_url: %s", be.msg);
-    if (!r->image_len) return fail(e, TY_E_ARG, "image_url", "image_url: the image data is empty");
+    if (st != TY_OK) return request_json_fail(e, st, "image_url", "image_url: %s", be.msg);
+    if (!r->image_len) return request_json_fail(e, TY_E_ARG, "image_url", "image_url: the image data is empty");
     return TY_OK;
 }
 
@@ -194,14 +190,14 @@ static ty_status read_image_path(request_json *r, const char *path, const reques
     if (path[0] != '/' && o->base_dir && o->base_dir[0]) {
         size_t n = strlen(o->base_dir) + strlen(path) + 2;
         full = malloc(n);
-        if (!full) return fail(e, TY_E_NOMEM, "image", "image: out of memory");
+        if (!full) return request_json_fail(e, TY_E_NOMEM, "image", "image: out of memory");
         snprintf(full, n, "%s/%s", o->base_dir, path);
     }
     ty_err fe = {0};
     ty_status st = file_read_all(full ? full : path, max_bytes, &r->image, &r->image_len, &fe);
     free(full);
-    if (st != TY_OK) return fail(e, st, "image", "image: %s", fe.msg);
-    if (!r->image_len) return fail(e, TY_E_ARG, "image", "image: %s is empty", path);
+    if (st != TY_OK) return request_json_fail(e, st, "image", "image: %s", fe.msg);
+    if (!r->image_len) return request_json_fail(e, TY_E_ARG, "image", "image: %s is empty", path);
     return TY_OK;
 }
 
@@ -225,7 +221,7 @@ static const char *type_name(const cJSON *v) {
 static ty_status get_bool(const cJSON *obj, const char *key, int *out, request_json_error *e) {
     const cJSON *v = field(obj, key);
     if (!v) return TY_OK;
-    if (!cJSON_IsBool(v)) return fail(e, TY_E_ARG, key, "%s must be a boolean, not %s", key, type_name(v));
+    if (!cJSON_IsBool(v)) return request_json_fail(e, TY_E_ARG, key, "%s must be a boolean, not %s", key, type_name(v));
     *out = cJSON_IsTrue(v);
     return TY_OK;
 }
@@ -255,11 +251,11 @@ static int is_blank(const char *text) {
 // A string that must hold something besides ASCII whitespace; copied into *out.
 static ty_status get_text(const cJSON *obj, const char *key, int required, char **out, request_json_error *e) {
     const cJSON *v = field(obj, key);
-    if (!v) return required ? fail(e, TY_E_ARG, key, "%s is required", key) : TY_OK;
-    if (!cJSON_IsString(v)) return fail(e, TY_E_ARG, key, "%s must be a string, not %s", key, type_name(v));
-    if (is_blank(v->valuestring)) return fail(e, TY_E_ARG, key, "%s must not be empty", key);
+    if (!v) return required ? request_json_fail(e, TY_E_ARG, key, "%s is required", key) : TY_OK;
+    if (!cJSON_IsString(v)) return request_json_fail(e, TY_E_ARG, key, "%s must be a string, not %s", key, type_name(v));
+    if (is_blank(v->valuestring)) return request_json_fail(e, TY_E_ARG, key, "%s must not be empty", key);
     *out = strdup(v->valuestring);  // untrimmed: the prompt gets what the caller wrote
-    return *out ? TY_OK : fail(e, TY_E_NOMEM, key, "%s: out of memory", key);
+    return *out ? TY_OK : request_json_fail(e, TY_E_NOMEM, key, "%s: out of memory", key);
 }
 
 // settings.<key>: an integer in [1, INT_MAX].
@@ -268,10 +264,10 @@ static ty_status get_count(const cJSON *settings, const char *key, int *out, req
     snprintf(param, sizeof param, "settings.%s", key);
     const cJSON *v = field(settings, key);
     if (!v) return TY_OK;
-    if (!cJSON_IsNumber(v)) return fail(e, TY_E_ARG, param, "%s must be an integer, not %s", param, type_name(v));
+    if (!cJSON_IsNumber(v)) return request_json_fail(e, TY_E_ARG, param, "%s must be an integer, not %s", param, type_name(v));
     double d = v->valuedouble;
     if (!(d >= 1 && d <= INT_MAX) || d != floor(d))
-        return fail(e, TY_E_ARG, param, "%s must be an integer between 1 and %d", param, INT_MAX);
+        return request_json_fail(e, TY_E_ARG, param, "%s must be an integer between 1 and %d", param, INT_MAX);
     *out = (int)d;
     return TY_OK;
 }
@@ -279,19 +275,19 @@ static ty_status get_count(const cJSON *settings, const char *key, int *out, req
 static ty_status parse_settings(const cJSON *body, tycho_request_params *p, request_json_error *e) {
     const cJSON *s = field(body, "settings");
     if (!s) return TY_OK;
-    if (!cJSON_IsObject(s)) return fail(e, TY_E_ARG, "settings", "settings must be an object, not %s", type_name(s));
+    if (!cJSON_IsObject(s)) return request_json_fail(e, TY_E_ARG, "settings", "settings must be an object, not %s", type_name(s));
     const cJSON *t = field(s, "temperature");
     if (t) {
         // A finite float: JSON numbers past FLT_MAX would become infinity.
         if (!cJSON_IsNumber(t) || !(t->valuedouble >= 0 && t->valuedouble <= FLT_MAX))
-            return fail(e, TY_E_ARG, "settings.temperature", "settings.temperature must be a number >= 0");
+            return request_json_fail(e, TY_E_ARG, "settings.temperature", "settings.temperature must be a number >= 0");
         p->temperature = (float)t->valuedouble;
     }
     const cJSON *tp = field(s, "top_p");
     if (tp) {
         // (float) of a tiny positive double can round to 0: check after converting.
         if (!cJSON_IsNumber(tp) || !(tp->valuedouble > 0 && tp->valuedouble <= 1) || (float)tp->valuedouble <= 0)
-            return fail(e, TY_E_ARG, "settings.top_p", "settings.top_p must be a number in (0, 1]");
+            return request_json_fail(e, TY_E_ARG, "settings.top_p", "settings.top_p must be a number in (0, 1]");
         p->top_p = (float)tp->valuedouble;
     }
     ty_status st = get_count(s, "max_tokens", &p->max_tokens, e);
@@ -304,27 +300,27 @@ static ty_status parse_spatial_refs(request_json *r, const cJSON *body, request_
     const cJSON *list = field(body, "spatial_refs");
     if (!list) return TY_OK;
     if (!cJSON_IsArray(list))
-        return fail(e, TY_E_ARG, "spatial_refs", "spatial_refs must be a list of [x, y] or [x_min, y_min, x_max, y_max]");
+        return request_json_fail(e, TY_E_ARG, "spatial_refs", "spatial_refs must be a list of [x, y] or [x_min, y_min, x_max, y_max]");
     int n = cJSON_GetArraySize(list);
     if (n > REQUEST_JSON_MAX_REFS)
-        return fail(e, TY_E_ARG, "spatial_refs", "spatial_refs: at most %d regions, got %d", REQUEST_JSON_MAX_REFS, n);
+        return request_json_fail(e, TY_E_ARG, "spatial_refs", "spatial_refs: at most %d regions, got %d", REQUEST_JSON_MAX_REFS, n);
     int i = 0;
     for (const cJSON *ref = list->child; ref; ref = ref->next, i++) {
         char param[32];
         snprintf(param, sizeof param, "spatial_refs[%d]", i);
         int m = cJSON_IsArray(ref) ? cJSON_GetArraySize(ref) : -1;
         if (m != 2 && m != 4)
-            return fail(e, TY_E_ARG, param, "%s must be [x, y] or [x_min, y_min, x_max, y_max]", param);
+            return request_json_fail(e, TY_E_ARG, param, "%s must be [x, y] or [x_min, y_min, x_max, y_max]", param);
         tycho_spatial_ref *out = &r->refs[i];
         out->n = m;
         int k = 0;
         for (const cJSON *v = ref->child; v; v = v->next, k++) {
             if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 1))
-                return fail(e, TY_E_ARG, param, "%s: every value must be a number in [0, 1]", param);
+                return request_json_fail(e, TY_E_ARG, param, "%s: every value must be a number in [0, 1]", param);
             out->v[k] = v->valuedouble;
         }
         if (m == 4 && (out->v[0] > out->v[2] || out->v[1] > out->v[3]))
-            return fail(e, TY_E_ARG, param, "%s: needs x_min <= x_max and y_min <= y_max", param);
+            return request_json_fail(e, TY_E_ARG, param, "%s: needs x_min <= x_max and y_min <= y_max", param);
     }
     r->params.spatial_refs = n ? r->refs : NULL;
     r->params.n_spatial_refs = n;
@@ -354,7 +350,7 @@ ty_status request_json_decode_image(request_json *r, int64_t max_pixels, request
     ty_err ie = {0};
     ty_status st = image_decode(&r->pixels, r->image, r->image_len, &lim, &ie);
     const char *why = strncmp(ie.msg, "image: ", 7) ? ie.msg : ie.msg + 7;
-    if (st != TY_OK) return fail(e, st, "image_url", "image_url: %s", why);
+    if (st != TY_OK) return request_json_fail(e, st, "image_url", "image_url: %s", why);
     free(r->image);
     r->image = NULL;
     r->image_len = 0;
@@ -371,16 +367,16 @@ static ty_status parse_image(request_json *r, const cJSON *body, tycho_skill ski
     size_t max_bytes = o && o->max_image_bytes ? o->max_image_bytes : REQUEST_JSON_DEFAULT_IMAGE_BYTES;
     const cJSON *url = field(body, "image_url");
     const cJSON *path = o && o->allow_image_path ? field(body, "image") : NULL;
-    if (url && path) return fail(e, TY_E_ARG, "image", "give one of image and image_url, not both");
+    if (url && path) return request_json_fail(e, TY_E_ARG, "image", "give one of image and image_url, not both");
     if (!url && !path) {
         if (skill == TYCHO_SKILL_QUERY) return TY_OK;  // a text-only query
-        if (o && o->allow_image_path) return fail(e, TY_E_ARG, "image", "image (or image_url) is required");
-        return fail(e, TY_E_ARG, "image_url", "image_url is required");
+        if (o && o->allow_image_path) return request_json_fail(e, TY_E_ARG, "image", "image (or image_url) is required");
+        return request_json_fail(e, TY_E_ARG, "image_url", "image_url is required");
     }
     const char *key = url ? "image_url" : "image";
     const cJSON *v = url ? url : path;
-    if (!cJSON_IsString(v)) return fail(e, TY_E_ARG, key, "%s must be a string, not %s", key, type_name(v));
-    if (!v->valuestring[0]) return fail(e, TY_E_ARG, key, "%s must not be empty", key);
+    if (!cJSON_IsString(v)) return request_json_fail(e, TY_E_ARG, key, "%s must be a string, not %s", key, type_name(v));
+    if (!v->valuestring[0]) return request_json_fail(e, TY_E_ARG, key, "%s must not be empty", key);
     ty_status st = url ? parse_image_url(r, v->valuestring, max_bytes, e)
                        : read_image_path(r, v->valuestring, o, max_bytes, e);
     if (st != TY_OK) return st;
@@ -398,7 +394,7 @@ static ty_status parse_fields(request_json *r, const cJSON *body, tycho_skill sk
         if (len) {
             if (!cJSON_IsString(len) ||
                 (strcmp(len->valuestring, "short") && strcmp(len->valuestring, "normal") && strcmp(len->valuestring, "long")))
-                return fail(e, TY_E_ARG, "length", "length must be \"short\", \"normal\" or \"long\"");
+                return request_json_fail(e, TY_E_ARG, "length", "length must be \"short\", \"normal\" or \"long\"");
             snprintf(r->length, sizeof r->length, "%s", len->valuestring);
             p->length = r->length;
         }
@@ -408,19 +404,19 @@ static ty_status parse_fields(request_json *r, const cJSON *body, tycho_skill sk
         if (st == TY_OK) st = get_bool(body, "stream", &r->stream, e);
         if (st == TY_OK) st = get_bool(body, "reasoning", &p->reasoning, e);
         if (st == TY_OK && r->stream && p->reasoning)
-            return fail(e, TY_E_UNSUPPORTED, "stream", "stream with reasoning is not supported: set one of them to false");
+            return request_json_fail(e, TY_E_UNSUPPORTED, "stream", "stream with reasoning is not supported: set one of them to false");
         if (st == TY_OK) st = parse_spatial_refs(r, body, e);
         p->question = r->question;
     } else if (skill == TYCHO_SKILL_DETECT || skill == TYCHO_SKILL_POINT) {
         st = get_text(body, "object", 1, &r->object, e);
         p->object = r->object;
     } else {
-        return fail(e, TY_E_ARG, "skill", "this skill has no API request body");
+        return request_json_fail(e, TY_E_ARG, "skill", "this skill has no API request body");
     }
     if (st == TY_OK) st = parse_settings(body, p, e);
     if (st == TY_OK) st = parse_image(r, body, skill, o, e);
     if (st == TY_OK && p->n_spatial_refs && !p->image_bytes)
-        return fail(e, TY_E_ARG, "spatial_refs", "spatial_refs need an image (image_url)");
+        return request_json_fail(e, TY_E_ARG, "spatial_refs", "spatial_refs need an image (image_url)");
     return st;
 }
 
@@ -431,7 +427,7 @@ ty_status request_json_parse(request_json *r, const cJSON *body, tycho_skill ski
         ty_err_clear(&e->err);
         e->param[0] = '\0';
     }
-    if (!cJSON_IsObject(body)) return fail(e, TY_E_ARG, "", "the request body must be a JSON object");
+    if (!cJSON_IsObject(body)) return request_json_fail(e, TY_E_ARG, "", "the request body must be a JSON object");
     tycho_request_params_default(&r->params, skill);
     if (o && o->default_max_tokens > 0) r->params.max_tokens = o->default_max_tokens;
     ty_status st = parse_fields(r, body, skill, o, e);
@@ -462,12 +458,12 @@ ty_status request_json_body_parse(const char *text, size_t len, cJSON **out, req
     if (!body || end != text + len) {
         cJSON_Delete(body);
         *out = NULL;
-        return fail(e, TY_E_FORMAT, "", "the request body is not valid JSON");
+        return request_json_fail(e, TY_E_FORMAT, "", "the request body is not valid JSON");
     }
     if (has_nul_escape(text, len)) {
         cJSON_Delete(body);
         *out = NULL;
-        return fail(e, TY_E_ARG, "", "strings in the request must not contain \\u0000");
+        return request_json_fail(e, TY_E_ARG, "", "strings in the request must not contain \\u0000");
     }
     *out = body;
     return TY_OK;
@@ -489,14 +485,14 @@ _Static_assert(TYCHO_SKILL_CAPTION == 0 && TYCHO_SKILL_QUERY == 1 && TYCHO_SKILL
                "skill_names follows tycho_skill");
 
 ty_status request_json_skill_parse(const cJSON *value, tycho_skill *out, request_json_error *e) {
-    if (!value || cJSON_IsNull(value)) return fail(e, TY_E_ARG, "skill", "skill is required");
+    if (!value || cJSON_IsNull(value)) return request_json_fail(e, TY_E_ARG, "skill", "skill is required");
     if (cJSON_IsString(value))
         for (int i = 0; i < 4; i++)
             if (!strcmp(value->valuestring, skill_names[i])) {
                 *out = (tycho_skill)i;  // the enum's first four, in this order
                 return TY_OK;
             }
-    return fail(e, TY_E_ARG, "skill", "skill must be \"caption\", \"query\", \"detect\" or \"point\"");
+    return request_json_fail(e, TY_E_ARG, "skill", "skill must be \"caption\", \"query\", \"detect\" or \"point\"");
 }
 
 const char *request_json_skill_name(tycho_skill skill) {

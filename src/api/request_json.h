@@ -136,4 +136,9 @@ ty_status base64_decode_strict(const char *in, size_t in_len, uint8_t *out, size
 // given (an upper bound when the text is invalid).
 size_t base64_decoded_size(const char *in, size_t in_len);
 
+// Records code, the offending field (NULL: none) and a message in e (may be
+// NULL); returns code. Shared by the Moondream and the OpenAI chat parsers.
+ty_status request_json_fail(request_json_error *e, ty_status code, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 #endif

@@ -4,26 +4,11 @@
 // their fields the same way; errors then name the chat's fields.
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/request_json.h"
-
-static ty_status chat_fail(request_json_error *e, ty_status code, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static ty_status chat_fail(request_json_error *e, ty_status code, const char *param, const char *fmt, ...) {
-    if (!e) return code;
-    e->err.code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->err.msg, sizeof e->err.msg, fmt, ap);
-    va_end(ap);
-    snprintf(e->param, sizeof e->param, "%s", param);
-    return code;
-}
 
 static const cJSON *chat_field(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -67,25 +52,25 @@ static ty_status chat_content(const cJSON *content, int idx, chat_text *question
         if (question) chat_text_add(question, content->valuestring);
         return TY_OK;
     }
-    if (!cJSON_IsArray(content)) return chat_fail(e, TY_E_ARG, param, "%s must be a string or a list of parts", param);
+    if (!cJSON_IsArray(content)) return request_json_fail(e, TY_E_ARG, param, "%s must be a string or a list of parts", param);
     int j = 0;
     for (const cJSON *part = content->child; part; part = part->next, j++) {
         snprintf(param, sizeof param, "messages[%d].content[%d]", idx, j);
         const cJSON *type = chat_field(part, "type");
         if (!cJSON_IsObject(part) || !cJSON_IsString(type))
-            return chat_fail(e, TY_E_ARG, param, "%s must be an object with a \"type\"", param);
+            return request_json_fail(e, TY_E_ARG, param, "%s must be an object with a \"type\"", param);
         if (!strcmp(type->valuestring, "text")) {
             const cJSON *t = chat_field(part, "text");
-            if (!cJSON_IsString(t)) return chat_fail(e, TY_E_ARG, param, "%s: \"text\" must be a string", param);
+            if (!cJSON_IsString(t)) return request_json_fail(e, TY_E_ARG, param, "%s: \"text\" must be a string", param);
             if (question) chat_text_add(question, t->valuestring);
         } else if (!strcmp(type->valuestring, "image_url")) {
             const cJSON *iu = chat_field(part, "image_url");
             const cJSON *url = cJSON_IsObject(iu) ? chat_field(iu, "url") : iu;
-            if (!cJSON_IsString(url)) return chat_fail(e, TY_E_ARG, param, "%s: image_url.url must be a string", param);
+            if (!cJSON_IsString(url)) return request_json_fail(e, TY_E_ARG, param, "%s: image_url.url must be a string", param);
             *image = url->valuestring;
             (*n_images)++;
         } else {
-            return chat_fail(e, TY_E_UNSUPPORTED, param,
+            return request_json_fail(e, TY_E_UNSUPPORTED, param,
                              "%s: content parts of type \"%.40s\" are not supported (text, image_url)", param,
                              type->valuestring);
         }
@@ -96,25 +81,25 @@ static ty_status chat_content(const cJSON *content, int idx, chat_text *question
 static ty_status chat_messages(const cJSON *body, chat_text *question, const char **image, request_json_error *e) {
     static const char *const roles[] = {"system", "developer", "user", "assistant", "tool"};
     const cJSON *msgs = chat_field(body, "messages");
-    if (!cJSON_IsArray(msgs) || !msgs->child) return chat_fail(e, TY_E_ARG, "messages", "messages must be a non-empty list");
+    if (!cJSON_IsArray(msgs) || !msgs->child) return request_json_fail(e, TY_E_ARG, "messages", "messages must be a non-empty list");
     int i = 0, last_user = -1;
     char param[64];
     for (const cJSON *m = msgs->child; m; m = m->next, i++) {
         snprintf(param, sizeof param, "messages[%d]", i);
         const cJSON *role = chat_field(m, "role");
         if (!cJSON_IsObject(m) || !cJSON_IsString(role))
-            return chat_fail(e, TY_E_ARG, param, "%s must be an object with a \"role\"", param);
+            return request_json_fail(e, TY_E_ARG, param, "%s must be an object with a \"role\"", param);
         int known = 0;
         for (int k = 0; k < 5; k++) known |= !strcmp(role->valuestring, roles[k]);
-        if (!known) return chat_fail(e, TY_E_ARG, param, "%s: unknown role \"%.40s\"", param, role->valuestring);
+        if (!known) return request_json_fail(e, TY_E_ARG, param, "%s: unknown role \"%.40s\"", param, role->valuestring);
         const cJSON *content = chat_field(m, "content");
         if (content && !cJSON_IsString(content) && !cJSON_IsArray(content)) {
             snprintf(param, sizeof param, "messages[%d].content", i);
-            return chat_fail(e, TY_E_ARG, param, "%s must be a string or a list of parts", param);
+            return request_json_fail(e, TY_E_ARG, param, "%s must be a string or a list of parts", param);
         }
         if (!strcmp(role->valuestring, "user")) last_user = i;
     }
-    if (last_user < 0) return chat_fail(e, TY_E_ARG, "messages", "messages needs a user message");
+    if (last_user < 0) return request_json_fail(e, TY_E_ARG, "messages", "messages needs a user message");
     i = 0;
     for (const cJSON *m = msgs->child; m; m = m->next, i++) {
         if (strcmp(chat_field(m, "role")->valuestring, "user")) continue;
@@ -124,11 +109,11 @@ static ty_status chat_messages(const cJSON *body, chat_text *question, const cha
         if (st != TY_OK) return st;
         if (i == last_user && n_images > 1) {
             snprintf(param, sizeof param, "messages[%d].content", i);
-            return chat_fail(e, TY_E_ARG, param, "%s: one image per request (got %d)", param, n_images);
+            return request_json_fail(e, TY_E_ARG, param, "%s: one image per request (got %d)", param, n_images);
         }
         if (img) *image = img;
     }
-    return question->oom ? chat_fail(e, TY_E_NOMEM, "messages", "messages: out of memory") : TY_OK;
+    return question->oom ? request_json_fail(e, TY_E_NOMEM, "messages", "messages: out of memory") : TY_OK;
 }
 
 // The sampling fields go into the query body (request_json checks them);
@@ -136,7 +121,7 @@ static ty_status chat_messages(const cJSON *body, chat_text *question, const cha
 static ty_status chat_settings(const cJSON *body, cJSON *md, int *has_seed, uint64_t *seed, int *include_usage,
                                request_json_error *e) {
     cJSON *settings = cJSON_AddObjectToObject(md, "settings");
-    if (!settings) return chat_fail(e, TY_E_NOMEM, "", "out of memory");
+    if (!settings) return request_json_fail(e, TY_E_NOMEM, "", "out of memory");
     const cJSON *v;
     if ((v = chat_field(body, "temperature"))) cJSON_AddItemToObject(settings, "temperature", cJSON_Duplicate(v, 1));
     if ((v = chat_field(body, "top_p"))) cJSON_AddItemToObject(settings, "top_p", cJSON_Duplicate(v, 1));
@@ -144,21 +129,21 @@ static ty_status chat_settings(const cJSON *body, cJSON *md, int *has_seed, uint
         cJSON_AddItemToObject(settings, "max_tokens", cJSON_Duplicate(v, 1));
     if ((v = chat_field(body, "stream"))) cJSON_AddItemToObject(md, "stream", cJSON_Duplicate(v, 1));
     if ((v = chat_field(body, "model")) && !cJSON_IsString(v))
-        return chat_fail(e, TY_E_ARG, "model", "model must be a string");
+        return request_json_fail(e, TY_E_ARG, "model", "model must be a string");
     if ((v = chat_field(body, "n")) && !(cJSON_IsNumber(v) && v->valuedouble == 1))
-        return chat_fail(e, TY_E_UNSUPPORTED, "n", "only n = 1 is supported");
+        return request_json_fail(e, TY_E_UNSUPPORTED, "n", "only n = 1 is supported");
     if ((v = chat_field(body, "seed"))) {
         // Integers JSON numbers carry exactly (up to 2^53).
         if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 9007199254740992.0) ||
             v->valuedouble != floor(v->valuedouble))
-            return chat_fail(e, TY_E_ARG, "seed", "seed must be an integer between 0 and 2^53");
+            return request_json_fail(e, TY_E_ARG, "seed", "seed must be an integer between 0 and 2^53");
         *has_seed = 1;
         *seed = (uint64_t)v->valuedouble;
     }
     if ((v = chat_field(body, "stream_options"))) {
         const cJSON *u = cJSON_IsObject(v) ? chat_field(v, "include_usage") : NULL;
         if (!cJSON_IsObject(v) || (u && !cJSON_IsBool(u)))
-            return chat_fail(e, TY_E_ARG, "stream_options", "stream_options must be an object; include_usage a boolean");
+            return request_json_fail(e, TY_E_ARG, "stream_options", "stream_options must be an object; include_usage a boolean");
         *include_usage = cJSON_IsTrue(u);
     }
     return TY_OK;
@@ -178,13 +163,13 @@ ty_status request_json_parse_chat(request_json *r, const cJSON *body, const requ
         ty_err_clear(&e->err);
         e->param[0] = '\0';
     }
-    if (!cJSON_IsObject(body)) return chat_fail(e, TY_E_ARG, "", "the request body must be a JSON object");
+    if (!cJSON_IsObject(body)) return request_json_fail(e, TY_E_ARG, "", "the request body must be a JSON object");
     chat_text question = {0};
     const char *image = NULL;
     int has_seed = 0, include_usage = 0;
     uint64_t seed = 0;
     cJSON *md = cJSON_CreateObject();
-    ty_status st = md ? chat_messages(body, &question, &image, e) : chat_fail(e, TY_E_NOMEM, "", "out of memory");
+    ty_status st = md ? chat_messages(body, &question, &image, e) : request_json_fail(e, TY_E_NOMEM, "", "out of memory");
     if (st == TY_OK) st = chat_settings(body, md, &has_seed, &seed, &include_usage, e);
     if (st == TY_OK) {
         cJSON_AddItemToObject(md, "question", cJSON_CreateString(question.s ? question.s : ""));
