@@ -23,6 +23,7 @@ static const char serve_help[] =
     "  --port N                port (default 2020; 0: any free port, printed at start)\n"
     "  --api-key K             require X-Moondream-Auth: K or Authorization: Bearer K on /v1/*\n"
     "                          (default: $TYCHO_API_KEY if set, else no key)\n"
+    "  --device D              cpu (default), cuda (GPU 0) or cuda:N\n"
     "  --threads N             CPU threads of the model (default: every core)\n"
     "  --max-batch-size N      requests running at once (default 16)\n"
     "  --kv-pages N            KV cache budget in pages of 16 positions\n"
@@ -101,6 +102,7 @@ static int serve_parse_args(int argc, char **argv, server_options *o) {
         else if (!strcmp(a, "--host")) o->host = v;
         else if (!strcmp(a, "--api-key")) o->api_key = v;
         else if (!strcmp(a, "--port")) bad = parse_num(v, 0, 65535, &n) || (o->port = (int)n, 0);
+        else if (!strcmp(a, "--device")) o->engine.device = v;
         else if (!strcmp(a, "--threads")) bad = parse_num(v, 1, 1024, &n) || (o->engine.threads = (int)n, 0);
         else if (!strcmp(a, "--max-batch-size")) bad = parse_num(v, 1, 4096, &n) || (o->engine.max_batch_size = (int)n, 0);
         else if (!strcmp(a, "--kv-pages")) bad = parse_num(v, 1, 1 << 30, &n) || (o->engine.kv_cache_pages = (int)n, 0);

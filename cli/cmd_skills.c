@@ -4,7 +4,7 @@
 //   tycho query   --model M [IMAGE] --question TEXT [--reasoning] [--spatial-ref x,y | x1,y1,x2,y2 ...]
 //   tycho detect  --model M IMAGE --object NAME [--max-objects N] [--draw OUT.png]
 //   tycho point   --model M IMAGE --object NAME [--max-objects N] [--draw OUT.png]
-//   common: --max-tokens N --temperature T --top-p P --seed S --threads N --stream --json
+//   common: --max-tokens N --temperature T --top-p P --seed S --device D --threads N --stream --json
 //
 // Plain output is the text (or one object per line); --json prints the API
 // response body (docs/api.md) with finish_reason and metrics. One request
@@ -22,7 +22,7 @@
 #include "tycho.h"
 
 typedef struct {
-    const char *cmd, *model, *image, *draw;
+    const char *cmd, *model, *image, *draw, *device;
     int threads, stream, json;
     skill_params p;
 } skill_args;
@@ -96,6 +96,7 @@ static int parse_args(int argc, char **argv, skill_args *a) {
             else bad = 1;
         } else if (!strcmp(o, "--max-tokens")) bad = parse_long(v, -1000000, 1000000, &n) || (a->p.max_tokens = (int)n, 0);
         else if (!strcmp(o, "--max-objects")) bad = parse_long(v, -1000000, 1000000, &n) || (a->p.max_objects = (int)n, 0);
+        else if (!strcmp(o, "--device")) a->device = v;
         else if (!strcmp(o, "--threads")) bad = parse_long(v, 1, 1024, &n) || (a->threads = (int)n, 0);
         else if (!strcmp(o, "--seed")) bad = parse_long(v, 0, 0x7fffffffffffffffL, &n) || (a->p.seed = (uint64_t)n, 0);
         else if (!strcmp(o, "--temperature")) bad = parse_float(v, &a->p.temperature);
@@ -212,6 +213,7 @@ static int run_skill(int argc, char **argv, skill_kind kind) {
     tycho_options_default(&o);
     o.model = a.model;
     o.threads = a.threads;
+    o.device = a.device;
     o.max_batch_size = 1;
     tycho_engine *e = NULL;
     tycho_request *r = NULL;

@@ -673,7 +673,7 @@ def vl(model=None, device="cpu", **kwargs):
     """Loads a Moondream model into tycho's engine; returns a tycho.VL.
 
     model: a model directory or a Hugging Face repo id in the local cache.
-    device: "cpu". Keyword options: threads (0: every core), max_batch_size,
+    device: "cpu", "cuda" or "cuda:N" (a build with -DTYCHO_CUDA=ON). Keyword options: threads (0: every core), max_batch_size,
     kv_cache_pages, kv_cache_bytes, page_size, max_batch_tokens, prefix_cache
     (bool), max_queue, lib_path (else $TYCHO_LIB, else next to the package,
     else the repository's build/lib).

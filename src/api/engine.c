@@ -13,6 +13,7 @@
 #include <time.h>
 #include <xxhash.h>
 
+#include "backend/cuda/backend_cuda.h"
 #include "io/hub.h"
 
 enum { DEFAULT_PAGE_SIZE = 16, DEFAULT_MAX_BATCH = 16, DEFAULT_MAX_ROWS = 2048, DEFAULT_MAX_QUEUE = 4096 };
@@ -178,12 +179,31 @@ static uint64_t model_fingerprint(const md_model *m, const char *dir) {
     return v;
 }
 
+// "cpu" (or NULL) -> -1; "cuda" -> GPU 0; "cuda:N" -> GPU N.
+static ty_status parse_device(const char *device, int *gpu, ty_err *err) {
+    *gpu = -1;
+    if (!device || !strcmp(device, "cpu")) return TY_OK;
+    if (strncmp(device, "cuda", 4))
+        return ty_err_set(err, TY_E_ARG, "device '%s': expected \"cpu\", \"cuda\" or \"cuda:N\"", device);
+    const char *p = device + 4;
+    if (!*p) {
+        *gpu = 0;
+        return TY_OK;
+    }
+    char *end;
+    long n = *p == ':' && p[1] >= '0' && p[1] <= '9' ? strtol(p + 1, &end, 10) : -1;
+    if (n < 0 || n > 1024 || *end)
+        return ty_err_set(err, TY_E_ARG, "device '%s': expected \"cpu\", \"cuda\" or \"cuda:N\"", device);
+    *gpu = (int)n;
+    return TY_OK;
+}
+
 ty_status engine_init(tycho_engine **out, const tycho_options *o, ty_err *err) {
     *out = NULL;
     if (!o || !o->model || !*o->model) return ty_err_set(err, TY_E_ARG, "options.model is required");
-    if (o->device && strcmp(o->device, "cpu"))
-        return ty_err_set(err, TY_E_UNSUPPORTED, "device '%s' is not available in this build (only \"cpu\")",
-                          o->device);
+    int gpu = -1;  // -1: the CPU
+    ty_status s = parse_device(o->device, &gpu, err);
+    if (s != TY_OK) return s;
     if (o->page_size < 0 || o->max_batch_size < 0 || o->max_batch_tokens < 0 || o->kv_cache_pages < 0 ||
         o->kv_cache_bytes < 0 || o->max_queue < 0)
         return ty_err_set(err, TY_E_ARG, "engine options must not be negative");
@@ -193,9 +213,9 @@ ty_status engine_init(tycho_engine **out, const tycho_options *o, ty_err *err) {
     pthread_cond_init(&e->wake, NULL);
     e->max_queue = o->max_queue ? o->max_queue : DEFAULT_MAX_QUEUE;
     hub_paths paths;
-    ty_status s = hub_resolve(o->model, &paths, err);
+    s = hub_resolve(o->model, &paths, err);
     if (s == TY_OK) s = image_init(err);
-    if (s == TY_OK) s = backend_cpu_init(&e->be, o->threads, err);
+    if (s == TY_OK) s = gpu < 0 ? backend_cpu_init(&e->be, o->threads, err) : backend_cuda_init(&e->be, gpu, err);
     if (s == TY_OK) s = md_model_init(&e->m, paths.model_dir, e->be, err);
     if (s == TY_OK) s = tokenizer_init_from_file(&e->tok, paths.tokenizer, err);
     if (s == TY_OK) {

@@ -234,8 +234,17 @@ int main(void) {
     o.model = "/nonexistent/model";
     CHECK(tycho_engine_init(&e, &o, &te) != TYCHO_OK && te.message[0]);
     o.model = TEST_DATA("golden/md2-tiny");
-    o.device = "tpu";
-    CHECK(tycho_engine_init(&e, &o, &te) == TYCHO_E_UNSUPPORTED);
+    const char *bad_devices[] = {"tpu", "cuda:", "cuda:x", "cuda:-1", "cuda:1x", "cudax", "CPU"};
+    for (size_t i = 0; i < sizeof bad_devices / sizeof *bad_devices; i++) {
+        o.device = bad_devices[i];
+        CHECK_MSG(tycho_engine_init(&e, &o, &te) == TYCHO_E_ARG && strstr(te.message, "cuda:N"), "%s", bad_devices[i]);
+    }
+    // A GPU this process cannot see (none in a CPU build or without a GPU; 1025 is out of range anywhere).
+    o.device = "cuda:1024";
+    tycho_status gs = tycho_engine_init(&e, &o, &te);
+    CHECK_MSG(gs == TYCHO_E_UNSUPPORTED || gs == TYCHO_E_ARG, "%s", te.message);
+    o.device = "cuda:1025";
+    CHECK(tycho_engine_init(&e, &o, &te) == TYCHO_E_ARG);
     free(image);
     return test_report("test_engine_api");
 }
