@@ -8,6 +8,7 @@
 #ifndef TYCHO_BACKEND_BACKEND_H
 #define TYCHO_BACKEND_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/dtype.h"
@@ -104,6 +105,9 @@ typedef struct {
     // one group per crop); q, k, v (n_rows, n_heads*head_dim).
     void (*attention_dense)(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor k, ty_tensor v, int n_heads,
                             int head_dim, float scale, int group);
+    // Device memory in bytes: used by this process's device (all of it, not only this
+    // backend) and the total. May be NULL (the CPU backend: host memory is the OS's).
+    void (*memory)(ty_backend *be, size_t *used, size_t *total);
 } ty_backend_ops;
 
 struct ty_backend {

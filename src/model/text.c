@@ -57,18 +57,21 @@ ty_status md_text_forward(md_model *m, md_kv_cache *kv, const md_text_step *step
     int64_t widths[N_BUFS] = {d, d, d + 2 * kvw, d, d, c->ff_dim, d};
     ty_status s = TY_OK;
     for (int i = 0; i < N_BUFS && s == TY_OK; i++) s = op->alloc(be, &t[i], TY_DTYPE_F32, n, widths[i], err);
-    float *host = s == TY_OK ? malloc((size_t)(n * d) * sizeof(float)) : NULL;
-    if (s == TY_OK && !host) s = ty_err_set(err, TY_E_NOMEM, "out of memory");
     if (s != TY_OK) goto done;
 
-    // Inputs: token rows from wte, the rest from the given embeddings.
+    // Inputs: token rows from wte, the rest from the given embeddings, one op
+    // per run of consecutive rows of a kind (an image prefix is 730 rows of
+    // embeddings: one copy, not 730; on a GPU each op is a launch or a copy).
     int64_t next_embed = 0;
-    for (int64_t r = 0; r < n; r++) {
-        if (step->ids[r] >= 0) {
-            op->embed(be, tensor_rows(t[X], r, 1), m->text.wte, &step->ids[r]);
+    for (int64_t r = 0, end; r < n; r = end) {
+        int token = step->ids[r] >= 0;
+        for (end = r + 1; end < n && (step->ids[end] >= 0) == token; end++) {
+        }
+        if (token) {
+            op->embed(be, tensor_rows(t[X], r, end - r), m->text.wte, &step->ids[r]);
         } else {
-            op->write(be, tensor_rows(t[X], r, 1), step->embeds + next_embed * d);
-            next_embed++;
+            op->write(be, tensor_rows(t[X], r, end - r), step->embeds + next_embed * d);
+            next_embed += end - r;
         }
     }
     for (int l = 0; l < c->n_layers; l++) {
@@ -92,13 +95,11 @@ ty_status md_text_forward(md_model *m, md_kv_cache *kv, const md_text_step *step
         op->add(be, t[X], t[X], t[M]);
     }
     if (step->n_out > 0) {
-        // Gather the rows that want outputs, then post_ln + lm_head on those only.
+        // Gather the rows that want outputs (embed's row gather, on the device),
+        // then post_ln + lm_head on those only.
         ty_tensor h = tensor_rows(t[L], 0, step->n_out), hn = tensor_rows(t[A], 0, step->n_out);
-        for (int i = 0; i < step->n_out; i++) {
-            op->read(be, tensor_rows(t[X], step->out_rows[i], 1), host);
-            op->write(be, tensor_rows(h, i, 1), host);
-            if (step->hidden) memcpy(step->hidden + (size_t)i * d, host, (size_t)d * sizeof(float));
-        }
+        op->embed(be, h, t[X], step->out_rows);
+        if (step->hidden) op->read(be, h, step->hidden);
         if (step->logits) {
             ty_tensor logits;
             s = op->alloc(be, &logits, TY_DTYPE_F32, step->n_out, c->vocab_size, err);
@@ -111,7 +112,6 @@ ty_status md_text_forward(md_model *m, md_kv_cache *kv, const md_text_step *step
         }
     }
 done:
-    free(host);
     for (int i = 0; i < N_BUFS; i++)
         if (t[i].data) op->release(be, &t[i]);
     return s;

@@ -28,20 +28,22 @@ void *cuda_meta_upload(cuda_backend *c, size_t off, const void *host, size_t n) 
     return d;
 }
 
-static void track(cuda_backend *c, void *p) {
+static void track(cuda_backend *c, void *p, int pooled) {
     if (c->n_allocs == c->cap_allocs) {
         int cap = c->cap_allocs ? c->cap_allocs * 2 : 256;
-        void **a = (void **)realloc(c->allocs, (size_t)cap * sizeof *a);
+        cuda_alloc_rec *a = (cuda_alloc_rec *)realloc(c->allocs, (size_t)cap * sizeof *a);
         if (!a) abort();
         c->allocs = a;
         c->cap_allocs = cap;
     }
-    c->allocs[c->n_allocs++] = p;
+    c->allocs[c->n_allocs++] = (cuda_alloc_rec){p, pooled};
 }
 
-static int untrack(cuda_backend *c, void *p) {
+// Activations are the newest allocations: the search from the end finds them at once.
+static int untrack(cuda_backend *c, void *p, int *pooled) {
     for (int i = c->n_allocs - 1; i >= 0; i--)
-        if (c->allocs[i] == p) {
+        if (c->allocs[i].p == p) {
+            *pooled = c->allocs[i].pooled;
             c->allocs[i] = c->allocs[--c->n_allocs];
             return 1;
         }
@@ -51,9 +53,11 @@ static int untrack(cuda_backend *c, void *p) {
 static void cuda_free_backend(ty_backend *be) {
     cuda_backend *c = cuda_of(be);
     cudaSetDevice(c->device);
-    cudaStreamSynchronize(c->stream);
-    for (int i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i]);
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    for (int i = 0; i < c->n_allocs; i++)
+        if (!c->allocs[i].pooled) cudaFree(c->allocs[i].p);
     free(c->allocs);
+    if (c->pool) cudaMemPoolDestroy(c->pool);  // frees every pooled block still held
     cudaFree(c->act.p);
     cudaFree(c->meta.p);
     cudaFree(c->workspace);
@@ -62,15 +66,21 @@ static void cuda_free_backend(ty_backend *be) {
     free(c);
 }
 
-static ty_status dev_alloc(cuda_backend *c, void **p, size_t bytes, ty_err *err) {
-    cudaError_t e = cudaMalloc(p, bytes ? bytes : 256);
+// Weights (pool 0: plain cudaMalloc, kept for the backend's life) and
+// activations (from the backend's stream-ordered pool: a release is
+// cudaFreeAsync on the one stream, so the next forward reuses the memory
+// without a device synchronisation or a driver call per buffer).
+static ty_status dev_alloc(cuda_backend *c, void **p, size_t bytes, int pooled, ty_err *err) {
+    CUDA_CHECK(cudaSetDevice(c->device));
+    cudaError_t e = pooled ? cudaMallocFromPoolAsync(p, bytes ? bytes : 256, c->pool, c->stream)
+                           : cudaMalloc(p, bytes ? bytes : 256);
     if (e != cudaSuccess) {
         cudaGetLastError();  // clear it: an allocation failure is the caller's to handle
         *p = NULL;
         return ty_err_set(err, TY_E_NOMEM, "cuda: cannot allocate %zu bytes on GPU %d: %s", bytes, c->device,
                           cudaGetErrorString(e));
     }
-    track(c, *p);
+    track(c, *p, pooled);
     return TY_OK;
 }
 
@@ -82,7 +92,7 @@ static ty_status cuda_alloc(ty_backend *be, ty_tensor *t, ty_dtype dtype, int64_
         return ty_err_set(err, TY_E_ARG, "cuda: bad tensor shape (%lld, %lld)", (long long)rows, (long long)cols);
     size_t bytes = (size_t)(rows * cols) * sizeof(float);
     void *p;
-    ty_status s = dev_alloc(c, &p, bytes, err);
+    ty_status s = dev_alloc(c, &p, bytes, 1, err);
     if (s != TY_OK) return s;
     // Zeroed like the CPU backend's memory (a fresh KV cache reads as zeros).
     CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, c->stream));
@@ -92,9 +102,15 @@ static ty_status cuda_alloc(ty_backend *be, ty_tensor *t, ty_dtype dtype, int64_
 
 static void cuda_release(ty_backend *be, ty_tensor *t) {
     cuda_backend *c = cuda_of(be);
-    if (t->data && untrack(c, t->data)) {
-        CUDA_CHECK(cudaStreamSynchronize(c->stream));  // ops queued on it may still read it
-        CUDA_CHECK(cudaFree(t->data));
+    int pooled;
+    if (t->data && untrack(c, t->data, &pooled)) {
+        CUDA_CHECK(cudaSetDevice(c->device));
+        if (pooled) {
+            CUDA_CHECK(cudaFreeAsync(t->data, c->stream));  // after the queued ops that read it
+        } else {
+            CUDA_CHECK(cudaStreamSynchronize(c->stream));  // ops queued on it may still read it
+            CUDA_CHECK(cudaFree(t->data));
+        }
     }
     memset(t, 0, sizeof *t);
 }
@@ -109,7 +125,7 @@ static ty_status cuda_weight(ty_backend *be, ty_tensor *t, ty_dtype dtype, int64
         return ty_err_set(err, TY_E_ARG, "cuda: bad weight shape (%lld, %lld)", (long long)rows, (long long)cols);
     size_t bytes = (size_t)(rows * cols) * dtype_size(dtype);
     void *p;
-    ty_status s = dev_alloc(c, &p, bytes, err);
+    ty_status s = dev_alloc(c, &p, bytes, 0, err);
     if (s != TY_OK) return s;
     // Uploaded once, synchronously: the host mapping may go away after this.
     CUDA_CHECK(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice));
@@ -120,6 +136,7 @@ static ty_status cuda_weight(ty_backend *be, ty_tensor *t, ty_dtype dtype, int64
 static void cuda_write(ty_backend *be, ty_tensor dst, const float *host) {
     cuda_backend *c = cuda_of(be);
     if (dst.rows == 0 || dst.cols == 0) return;
+    CUDA_CHECK(cudaSetDevice(c->device));
     if (dst.dtype != TY_DTYPE_F32) {
         fprintf(stderr, "tycho cuda: write into a %s tensor (activations are f32)\n", dtype_name(dst.dtype));
         abort();
@@ -131,6 +148,7 @@ static void cuda_write(ty_backend *be, ty_tensor dst, const float *host) {
 static void cuda_read(ty_backend *be, ty_tensor src, float *host) {
     cuda_backend *c = cuda_of(be);
     if (src.rows == 0 || src.cols == 0) return;
+    CUDA_CHECK(cudaSetDevice(c->device));
     size_t es = dtype_size(src.dtype);
     if (src.dtype == TY_DTYPE_F32) {
         CUDA_CHECK(cudaMemcpy2DAsync(host, (size_t)src.cols * 4, src.data, (size_t)src.stride * 4,
@@ -149,6 +167,24 @@ static void cuda_read(ty_backend *be, ty_tensor src, float *host) {
     free(raw);
 }
 
+// The groups one after another on the stream: each is exactly cuda_matmul
+// (the CPU needs the grouped form to share one round of its workers; a GPU
+// launch is already asynchronous).
+static void cuda_matmul_grouped(ty_backend *be, int n, const ty_matmul_group *groups) {
+    for (int i = 0; i < n; i++) cuda_matmul(be, groups[i].y, groups[i].x, groups[i].w, groups[i].bias, groups[i].act);
+}
+
+static void cuda_memory(ty_backend *be, size_t *used, size_t *total) {
+    cuda_backend *c = cuda_of(be);
+    size_t fr = 0, tot = 0;
+    if (cudaSetDevice(c->device) != cudaSuccess || cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
+        cudaGetLastError();
+        fr = tot = 0;
+    }
+    *used = tot - fr;
+    *total = tot;
+}
+
 static const ty_backend_ops cuda_ops = {
     .name = "cuda",
     .free = cuda_free_backend,
@@ -158,6 +194,7 @@ static const ty_backend_ops cuda_ops = {
     .write = cuda_write,
     .read = cuda_read,
     .matmul = cuda_matmul,
+    .matmul_grouped = cuda_matmul_grouped,
     .layernorm = cuda_layernorm,
     .add = cuda_add,
     .embed = cuda_embed,
@@ -165,7 +202,24 @@ static const ty_backend_ops cuda_ops = {
     .kv_write = cuda_kv_write,
     .attention = cuda_attention,
     .attention_dense = cuda_attention_dense,
+    .memory = cuda_memory,
 };
+
+// The backend's own stream-ordered pool: freed blocks stay with it (release
+// threshold: never give memory back between forwards).
+static cudaError_t make_pool(cuda_backend *c) {
+    cudaMemPoolProps props = {};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = c->device;
+    cudaError_t e = cudaMemPoolCreate(&c->pool, &props);
+    if (e != cudaSuccess) {
+        c->pool = NULL;
+        return e;
+    }
+    uint64_t keep = UINT64_MAX;
+    return cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &keep);
+}
 
 extern "C" int backend_cuda_device_count(void) {
     int n = 0;
@@ -194,7 +248,7 @@ extern "C" ty_status backend_cuda_init(ty_backend **out, int device, ty_err *err
     cudaDeviceProp prop;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
-        (e = cudaMalloc(&c->workspace, CUDA_LT_WORKSPACE)) != cudaSuccess) {
+        (e = cudaMalloc(&c->workspace, CUDA_LT_WORKSPACE)) != cudaSuccess || (e = make_pool(c)) != cudaSuccess) {
         cudaGetLastError();
         cuda_free_backend(&c->base);
         return ty_err_set(err, TY_E_UNSUPPORTED, "cuda: cannot set up GPU %d: %s", device, cudaGetErrorString(e));

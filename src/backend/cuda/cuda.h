@@ -23,6 +23,11 @@ typedef struct {
 } cuda_scratch;
 
 typedef struct {
+    void *p;
+    int pooled;  // from the stream-ordered pool (activations), else cudaMalloc (weights)
+} cuda_alloc_rec;
+
+typedef struct {
     ty_backend base;
     int device;
     cudaStream_t stream;
@@ -31,8 +36,9 @@ typedef struct {
     cuda_scratch act;   // matmul: x rounded to the weight dtype
     cuda_scratch meta;  // batch metadata (ids, positions, page tables)
     size_t smem_optin;  // shared memory a block may ask for
+    cudaMemPool_t pool;  // activations and KV caches
     // Every device allocation (alloc and weight), freed with the backend.
-    void **allocs;
+    cuda_alloc_rec *allocs;
     int n_allocs, cap_allocs;
 } cuda_backend;
 
