@@ -150,6 +150,23 @@ static ty_status load_region(loader *L) {
     return TY_OK;
 }
 
+// Binds every weight of m->st (the config in m->cfg) and, on failure, frees m.
+static ty_status model_bind(md_model *m, md_model **out, ty_status s, ty_err *err) {
+    md_names *names = NULL;
+    if (s == TY_OK) s = md_names_init(&names, m->st, err);
+    loader L = {m, names, err};
+    if (s == TY_OK) s = load_vision(&L);
+    if (s == TY_OK) s = md_load_text(&L);
+    if (s == TY_OK) s = load_region(&L);
+    md_names_free(names);
+    if (s != TY_OK) {
+        md_model_free(m);
+        return s;
+    }
+    *out = m;
+    return TY_OK;
+}
+
 ty_status md_model_init(md_model **out, const char *dir, ty_backend *be, ty_err *err) {
     *out = NULL;
     md_model *m = calloc(1, sizeof *m);
@@ -164,19 +181,17 @@ ty_status md_model_init(md_model **out, const char *dir, ty_backend *be, ty_err 
     else
         md_config_defaults(&m->cfg);
     if (s == TY_OK) s = safetensors_init(&m->st, dir, err);
-    md_names *names = NULL;
-    if (s == TY_OK) s = md_names_init(&names, m->st, err);
-    loader L = {m, names, err};
-    if (s == TY_OK) s = load_vision(&L);
-    if (s == TY_OK) s = md_load_text(&L);
-    if (s == TY_OK) s = load_region(&L);
-    md_names_free(names);
-    if (s != TY_OK) {
-        md_model_free(m);
-        return s;
-    }
-    *out = m;
-    return TY_OK;
+    return model_bind(m, out, s, err);
+}
+
+ty_status md_model_init_memory(md_model **out, const md_config *cfg, const uint8_t *buf, size_t len, ty_backend *be,
+                               ty_err *err) {
+    *out = NULL;
+    md_model *m = calloc(1, sizeof *m);
+    if (!m) return ty_err_set(err, TY_E_NOMEM, "out of memory");
+    m->be = be;
+    m->cfg = *cfg;
+    return model_bind(m, out, safetensors_init_from_memory(&m->st, buf, len, err), err);
 }
 
 void md_model_free(md_model *m) {

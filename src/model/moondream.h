@@ -101,6 +101,12 @@ enum {
 // router makes that layer and every later one MoE; config.json fields
 // override, and every tensor must then agree with them.
 ty_status md_model_init(md_model **out, const char *dir, ty_backend *be, ty_err *err);
+// The same from a whole single-file safetensors image in memory (a random
+// checkpoint, src/model/random_weights.h) and a config (the loader settles it
+// against the tensors as it does config.json). buf is used in place: it must
+// outlive the model.
+ty_status md_model_init_memory(md_model **out, const md_config *cfg, const uint8_t *buf, size_t len, ty_backend *be,
+                               ty_err *err);
 void md_model_free(md_model *m);
 
 // Vision tower over n_crops crops (n_crops, 378, 378, 3) uint8 RGB, crop 0
