@@ -308,13 +308,90 @@ static void check_rope(int rows, int heads, int hd, int rot) {
     free(x), free(pos), free(seq), free(hc), free(hg);
 }
 
+// Attention runs on three paths (TYCHO_CUDA_ATTENTION, src/backend/cuda/attention.h);
+// every case runs on each, against one CPU result:
+//   rows, split: f32 (the first kernel; the same split over slices of keys), differing
+//     from the CPU in summation order and exp rounding: 1e-5, as from the start.
+//   tc: dense groups and sequences with >= ATT_TC_ROWS rows in the batch take TF32
+//     products (11 significant bits: ~2.8e-4 RMS relative rounding per operand of
+//     q·k and p·v, so ~3e-4 on an output) and f32 sums; the rest stay f32. Against the
+//     CPU: ATT_TC_TOL = 2e-3, a 4-6x margin while an indexing or masking bug gives
+//     O(1). Against a double reference over the operands rounded to TF32 (what the
+//     path is meant to compute; cuBLASLt may round to nearest or truncate, so both are
+//     computed and the nearer counts): 1e-5.
+static const char *const att_paths[] = {"rows", "split", "tc"};
+enum { ATT_TC_ROWS = 16 };  // set as TYCHO_CUDA_ATTENTION_PREFILL_ROWS by main
+#define ATT_TC_TOL 2e-3
+
+static float tf32_nearest(float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u += 0xfffu + ((u >> 13) & 1u);  // round half to even at bit 13 (finite values)
+    u &= ~0x1fffu;
+    memcpy(&v, &u, 4);
+    return v;
+}
+static float tf32_truncated(float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u &= ~0x1fffu;
+    memcpy(&v, &u, 4);
+    return v;
+}
+static float no_rounding(float v) { return v; }
+
+static float *rounded_copy(const float *x, size_t n, float (*rnd)(float)) {
+    float *y = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) y[i] = rnd(x[i]);
+    return y;
+}
+
+// o (hd) in double = softmax(q·kᵀ · scale over keys [0, nv)) · v, with q, k, v already
+// rounded as the path takes them and p rounded by rnd before its products.
+static void ref_attend(double *o, const float *q, const float *const *k, const float *const *v, int nv, int hd,
+                       float scale, float (*rnd)(float), double *s) {
+    double mx = -INFINITY, sum = 0;
+    for (int t = 0; t < nv; t++) {
+        double d = 0;
+        for (int i = 0; i < hd; i++) d += (double)q[i] * k[t][i];
+        s[t] = d * scale;
+        if (s[t] > mx) mx = s[t];
+    }
+    for (int t = 0; t < nv; t++) sum += exp(s[t] - mx);
+    for (int i = 0; i < hd; i++) o[i] = 0;
+    for (int t = 0; t < nv; t++) {
+        double p = rnd((float)(exp(s[t] - mx) / sum));
+        for (int i = 0; i < hd; i++) o[i] += p * v[t][i];
+    }
+}
+
+// One path's output hg against the CPU's hc; on the tc path also against the double
+// references (ref_rn, ref_rz: rows on tensor cores over operands rounded to TF32 to
+// nearest / truncated, the other rows over the f32 values).
+static void att_compare(const char *what, const char *path, const float *hg, const float *hc, const double *ref_rn,
+                        const double *ref_rz, size_t n) {
+    double e_cpu = rel_err(hg, hc, n);
+    if (strcmp(path, "tc") != 0) {
+        CHECK_MSG(e_cpu < 1e-5, "%s, path %s: vs cpu %.3g (tol 1e-5)", what, path, e_cpu);
+        fprintf(stderr, "  %s, path %-5s: vs cpu %.2e\n", what, path, e_cpu);
+        return;
+    }
+    double e_rn = rel_err_d(hg, ref_rn, n), e_rz = rel_err_d(hg, ref_rz, n), e_ref = e_rn < e_rz ? e_rn : e_rz;
+    CHECK_MSG(e_cpu < ATT_TC_TOL && e_ref < 1e-5,
+              "%s, path tc: vs cpu %.3g (tol %.0e), vs double ref over TF32 operands %.3g (nearest %.3g, truncated %.3g)",
+              what, e_cpu, ATT_TC_TOL, e_ref, e_rn, e_rz);
+    fprintf(stderr, "  %s, path tc   : vs cpu %.2e  vs double ref over TF32 operands: nearest %.2e, truncated %.2e\n",
+            what, e_cpu, e_rn, e_rz);
+}
+
+static void set_att_path(const char *path) { setenv("TYCHO_CUDA_ATTENTION", path, 1); }
+
 // Paged attention. Sequences of the given lengths and bidirectional prefixes
 // over scattered pages. Step 1 writes each sequence's first `hist` positions
 // (an earlier step); step 2 runs one batch with every sequence's remaining
 // rows (a prefill chunk, or one decode row), listed last sequence first:
-// kv_write then attention. The whole caches must be bitwise equal (kv_write
-// copies); attention is f32 on both, differing in summation order and exp
-// rounding: 1e-5.
+// kv_write then attention on each path. The whole caches must be bitwise
+// equal (kv_write copies).
 #define AT_MAXS 8
 static void check_attention(int n_seqs, const int *len, const int *prefix, const int *hist, int H, int KVH, int HD,
                             int page) {
@@ -328,10 +405,13 @@ static void check_attention(int n_seqs, const int *len, const int *prefix, const
         int j = (int)((frand() + 1) * 0.5f * (i + 1)) % (i + 1), t = perm[i];
         perm[i] = perm[j], perm[j] = t;
     }
+    float *kh[AT_MAXS], *vh[AT_MAXS];  // (len, W) each sequence's keys and values, for the double reference
     for (int s = 0, o = 0; s < n_seqs; s++) {
         int np = (len[s] + page - 1) / page;
         tables[s] = xmalloc((size_t)np * sizeof(int32_t));
         for (int i = 0; i < np; i++) tables[s][i] = perm[o++];
+        kh[s] = xmalloc((size_t)len[s] * W * sizeof(float));
+        vh[s] = xmalloc((size_t)len[s] * W * sizeof(float));
     }
     ty_kv_layer kc = {.page_size = page}, kg = {.page_size = page};
     CHECK(cpu->ops->alloc(cpu, &kc.k, TY_DTYPE_F32, (int64_t)n_pages * page, W, &err) == TY_OK);
@@ -353,24 +433,69 @@ static void check_attention(int n_seqs, const int *len, const int *prefix, const
         ty_batch b = {.n_rows = R, .seq = seq, .pos = pos, .n_seqs = n_seqs, .prefix = prefix, .kv_len = kv_len,
                       .pages = ctables};
         float *k = frandv((size_t)R * W, 1.0f), *v = frandv((size_t)R * W, 1.0f);
+        for (int r = 0; r < R; r++) {
+            memcpy(kh[seq[r]] + (size_t)pos[r] * W, k + (size_t)r * W, (size_t)W * sizeof(float));
+            memcpy(vh[seq[r]] + (size_t)pos[r] * W, v + (size_t)r * W, (size_t)W * sizeof(float));
+        }
         pair tk = act(R, W, k), tv = act(R, W, v);
         cpu->ops->kv_write(cpu, &kc, tk.c, tv.c, &b);
         gpu->ops->kv_write(gpu, &kg, tk.g, tv.g, &b);
         if (step == 1) {
             // q is columns [HD, HD + H*HD) of a wider tensor (a fused qkv row), out a plain tensor.
-            float *q = frandv((size_t)R * (H + 1) * HD, 2.0f);
-            pair tq = act(R, (H + 1) * HD, q), to = out_act(R, H * HD);
+            int QW = (H + 1) * HD;
+            float *q = frandv((size_t)R * QW, 2.0f);
+            pair tq = act(R, QW, q), to = out_act(R, H * HD);
             ty_tensor qc = tensor_cols(tq.c, HD, H * HD), qg = tensor_cols(tq.g, HD, H * HD);
-            cpu->ops->attention(cpu, to.c, qc, &kc, H, KVH, HD, 1.0f / sqrtf((float)HD), &b);
-            gpu->ops->attention(gpu, to.g, qg, &kg, H, KVH, HD, 1.0f / sqrtf((float)HD), &b);
-            float *hc, *hg;
-            read_both(to.c, to.g, &hc, &hg);
-            double e = rel_err(hg, hc, (size_t)R * H * HD);
-            CHECK_MSG(e < 1e-5, "paged attention seqs=%d H=%d KVH=%d HD=%d page=%d: %.3g", n_seqs, H, KVH, HD, page, e);
-            fprintf(stderr, "  paged attention seqs=%d rows=%d H=%d KVH=%d HD=%d page=%d: %.2e\n", n_seqs, R, H, KVH,
-                    HD, page, e);
+            float scale = 1.0f / sqrtf((float)HD);
+            cpu->ops->attention(cpu, to.c, qc, &kc, H, KVH, HD, scale, &b);
+            float *hc = xmalloc((size_t)R * H * HD * sizeof(float)), *hg = xmalloc((size_t)R * H * HD * sizeof(float));
+            cpu->ops->read(cpu, to.c, hc);
+            // Double references: rows of sequences with >= ATT_TC_ROWS rows here over TF32-rounded
+            // operands (nearest: ref_rn, truncated: ref_rz), the others over the f32 values (both).
+            int rows_of[AT_MAXS] = {0};
+            for (int r = 0; r < R; r++) rows_of[seq[r]]++;
+            double *ref[2] = {xmalloc((size_t)R * H * HD * sizeof(double)), xmalloc((size_t)R * H * HD * sizeof(double))};
+            float (*rnds[2])(float) = {tf32_nearest, tf32_truncated};
+            int maxlen = 0;
+            for (int s = 0; s < n_seqs; s++) maxlen = len[s] > maxlen ? len[s] : maxlen;
+            const float **kp = xmalloc((size_t)2 * maxlen * sizeof(*kp)), **vp = kp + maxlen;
+            double *sc = xmalloc((size_t)maxlen * sizeof(double));
+            for (int m = 0; m < 2; m++) {
+                float *qr = rounded_copy(q, (size_t)R * QW, rnds[m]), *kr[AT_MAXS], *vr[AT_MAXS];
+                for (int s = 0; s < n_seqs; s++) {
+                    kr[s] = rounded_copy(kh[s], (size_t)len[s] * W, rows_of[s] >= ATT_TC_ROWS ? rnds[m] : no_rounding);
+                    vr[s] = rounded_copy(vh[s], (size_t)len[s] * W, rows_of[s] >= ATT_TC_ROWS ? rnds[m] : no_rounding);
+                }
+                for (int r = 0; r < R; r++) {
+                    int s = seq[r], p = pos[r], nv = p + 1, tc = rows_of[s] >= ATT_TC_ROWS;
+                    if (p < prefix[s] && prefix[s] > nv) nv = prefix[s];
+                    if (nv > kv_len[s]) nv = kv_len[s];
+                    for (int h = 0; h < H; h++) {
+                        int kvh = h / (H / KVH);
+                        for (int t = 0; t < nv; t++)
+                            kp[t] = kr[s] + (size_t)t * W + kvh * HD, vp[t] = vr[s] + (size_t)t * W + kvh * HD;
+                        ref_attend(ref[m] + ((size_t)r * H + h) * HD, (tc ? qr : q) + (size_t)r * QW + (h + 1) * HD,
+                                   kp, vp, nv, HD, scale, tc ? rnds[m] : no_rounding, sc);
+                    }
+                }
+                for (int s = 0; s < n_seqs; s++) free(kr[s]), free(vr[s]);
+                free(qr);
+            }
+            char what[160];
+            snprintf(what, sizeof what, "paged attention seqs=%d rows=%d H=%d KVH=%d HD=%d page=%d", n_seqs, R, H, KVH,
+                     HD, page);
+            float *nan = xmalloc((size_t)R * H * HD * sizeof(float));
+            for (size_t i = 0; i < (size_t)R * H * HD; i++) nan[i] = NAN;
+            for (int pi = 0; pi < 3; pi++) {
+                gpu->ops->write(gpu, to.g, nan);
+                set_att_path(att_paths[pi]);
+                gpu->ops->attention(gpu, to.g, qg, &kg, H, KVH, HD, scale, &b);
+                gpu->ops->read(gpu, to.g, hg);
+                att_compare(what, att_paths[pi], hg, hc, ref[0], ref[1], (size_t)R * H * HD);
+            }
+            unsetenv("TYCHO_CUDA_ATTENTION");
             release(&tq), release(&to);
-            free(q), free(hc), free(hg);
+            free(q), free(hc), free(hg), free(ref[0]), free(ref[1]), free(kp), free(sc), free(nan);
         }
         release(&tk), release(&tv);
         free(k), free(v);
@@ -384,24 +509,96 @@ static void check_attention(int n_seqs, const int *len, const int *prefix, const
     free(cc), free(cg);
     cpu->ops->release(cpu, &kc.k), cpu->ops->release(cpu, &kc.v);
     gpu->ops->release(gpu, &kg.k), gpu->ops->release(gpu, &kg.v);
-    for (int s = 0; s < n_seqs; s++) free(tables[s]);
+    for (int s = 0; s < n_seqs; s++) free(tables[s]), free(kh[s]), free(vh[s]);
     free(perm), free(seq), free(pos);
 }
 
-// Dense attention in groups (f32 on both, as paged): 1e-5.
+// Dense attention in groups: q, k, v column slices of one (rows, 3*H*HD) qkv tensor,
+// as the vision tower passes them; out a plain tensor. Every row is on tensor cores
+// on the tc path.
 static void check_attention_dense(int groups, int group, int H, int HD) {
     int R = groups * group, W = H * HD;
-    float *q = frandv((size_t)R * W, 2.0f), *k = frandv((size_t)R * W, 1.0f), *v = frandv((size_t)R * W, 1.0f);
-    pair tq = act(R, W, q), tk = act(R, W, k), tv = act(R, W, v), to = out_act(R, W);
-    cpu->ops->attention_dense(cpu, to.c, tq.c, tk.c, tv.c, H, HD, 1.0f / sqrtf((float)HD), group);
-    gpu->ops->attention_dense(gpu, to.g, tq.g, tk.g, tv.g, H, HD, 1.0f / sqrtf((float)HD), group);
-    float *hc, *hg;
-    read_both(to.c, to.g, &hc, &hg);
-    double e = rel_err(hg, hc, (size_t)R * W);
-    CHECK_MSG(e < 1e-5, "dense attention groups=%d group=%d H=%d HD=%d: %.3g", groups, group, H, HD, e);
-    fprintf(stderr, "  dense attention groups=%d group=%d H=%d HD=%d: %.2e\n", groups, group, H, HD, e);
-    release(&tq), release(&tk), release(&tv), release(&to);
-    free(q), free(k), free(v), free(hc), free(hg);
+    float *qkv = frandv((size_t)R * 3 * W, 1.0f);
+    for (size_t r = 0; r < (size_t)R; r++)
+        for (int i = 0; i < W; i++) qkv[r * 3 * W + i] *= 2.0f;  // q in [-2, 2)
+    pair tqkv = act(R, 3 * W, qkv), to = out_act(R, W);
+    float scale = 1.0f / sqrtf((float)HD);
+    cpu->ops->attention_dense(cpu, to.c, tensor_cols(tqkv.c, 0, W), tensor_cols(tqkv.c, W, W),
+                              tensor_cols(tqkv.c, 2 * W, W), H, HD, scale, group);
+    float *hc = xmalloc((size_t)R * W * sizeof(float)), *hg = xmalloc((size_t)R * W * sizeof(float));
+    cpu->ops->read(cpu, to.c, hc);
+    double *ref[2] = {xmalloc((size_t)R * W * sizeof(double)), xmalloc((size_t)R * W * sizeof(double))};
+    float (*rnds[2])(float) = {tf32_nearest, tf32_truncated};
+    const float **kp = xmalloc((size_t)2 * group * sizeof(*kp)), **vp = kp + group;
+    double *sc = xmalloc((size_t)group * sizeof(double));
+    for (int m = 0; m < 2; m++) {
+        float *x = rounded_copy(qkv, (size_t)R * 3 * W, rnds[m]);
+        for (int r = 0; r < R; r++)
+            for (int h = 0; h < H; h++) {
+                int r0 = r / group * group;
+                for (int t = 0; t < group; t++)
+                    kp[t] = x + (size_t)(r0 + t) * 3 * W + W + h * HD, vp[t] = x + (size_t)(r0 + t) * 3 * W + 2 * W + h * HD;
+                ref_attend(ref[m] + ((size_t)r * H + h) * HD, x + (size_t)r * 3 * W + h * HD, kp, vp, group, HD, scale,
+                           rnds[m], sc);
+            }
+        free(x);
+    }
+    char what[120];
+    snprintf(what, sizeof what, "dense attention groups=%d group=%d H=%d HD=%d", groups, group, H, HD);
+    float *nan = xmalloc((size_t)R * W * sizeof(float));
+    for (size_t i = 0; i < (size_t)R * W; i++) nan[i] = NAN;
+    for (int pi = 0; pi < 3; pi++) {
+        gpu->ops->write(gpu, to.g, nan);
+        set_att_path(att_paths[pi]);
+        gpu->ops->attention_dense(gpu, to.g, tensor_cols(tqkv.g, 0, W), tensor_cols(tqkv.g, W, W),
+                                  tensor_cols(tqkv.g, 2 * W, W), H, HD, scale, group);
+        gpu->ops->read(gpu, to.g, hg);
+        att_compare(what, att_paths[pi], hg, hc, ref[0], ref[1], (size_t)R * W);
+    }
+    unsetenv("TYCHO_CUDA_ATTENTION");
+    release(&tqkv), release(&to);
+    free(qkv), free(hc), free(hg), free(ref[0]), free(ref[1]), free(kp), free(sc), free(nan);
+}
+
+// The attention cases: the first slice's, then the real shapes and the paths' edges.
+static void check_attention_cases(void) {
+    setenv("TYCHO_CUDA_ATTENTION_PREFILL_ROWS", "16", 1);  // = ATT_TC_ROWS
+    {  // the CPU test's case: a 9-row prefill with a 6-row prefix, one decode row at 12
+        int len[2] = {9, 13}, prefix[2] = {6, 0}, hist[2] = {0, 12};
+        check_attention(2, len, prefix, hist, 2, 1, 16, 4);
+        check_attention(2, len, prefix, hist, 2, 1, 64, 4);
+    }
+    {  // image prefix 730 prefilled alone, then 3 decodes, a text-only prompt, a chunk mid-prefix
+        int len[4] = {800, 41, 1, 760}, prefix[4] = {730, 0, 0, 730}, hist[4] = {799, 0, 0, 500};
+        check_attention(4, len, prefix, hist, 32, 32, 64, 16);
+        int len2[4] = {731, 150, 23, 13}, prefix2[4] = {730, 17, 6, 0}, hist2[4] = {0, 100, 22, 12};
+        check_attention(4, len2, prefix2, hist2, 12, 4, 72, 7);  // grouped kv heads, odd page size
+    }
+    {  // the image prefix plus question rows in one prefill (32:32), then a question after a cached prefix (12:4)
+        int len[1] = {752}, prefix[1] = {730}, hist[1] = {0};
+        check_attention(1, len, prefix, hist, 32, 32, 64, 16);
+        int len2[2] = {749, 747}, prefix2[2] = {730, 730}, hist2[2] = {730, 0};
+        check_attention(2, len2, prefix2, hist2, 12, 4, 64, 16);
+    }
+    {  // mixed: a prefill chunk, decode rows at 801 and 2100 keys, a short text decode, a 15-row chunk (f32)
+        int len[5] = {760, 801, 2100, 5, 40}, prefix[5] = {730, 730, 0, 0, 0}, hist[5] = {0, 800, 2099, 4, 25};
+        check_attention(5, len, prefix, hist, 32, 32, 64, 16);
+    }
+    {  // long decode: batch 1 at 2500 keys (split over slices), a batch of three with grouped kv heads
+        int len[1] = {2500}, prefix[1] = {730}, hist[1] = {2499};
+        check_attention(1, len, prefix, hist, 32, 32, 64, 16);
+        int len2[3] = {2049, 900, 1203}, prefix2[3] = {730, 0, 730}, hist2[3] = {2048, 899, 1202};
+        check_attention(3, len2, prefix2, hist2, 12, 4, 64, 16);
+    }
+    {  // odd sizes: head_dim 13 and 20 (no 16-byte rows), pages of 5, 17 rows over 37 keys
+        int len[2] = {37, 19}, prefix[2] = {17, 0}, hist[2] = {20, 0};
+        check_attention(2, len, prefix, hist, 6, 2, 20, 5);
+        check_attention(2, len, prefix, hist, 3, 3, 13, 5);
+    }
+    check_attention_dense(2, 5, 1, 16);
+    check_attention_dense(3, 50, 4, 64);
+    check_attention_dense(3, 729, 16, 72);  // three vision crops
+    check_attention_dense(2, 37, 3, 13);    // odd head_dim
 }
 
 int main(void) {
@@ -436,20 +633,7 @@ int main(void) {
     check_rope(9, 3, 32, 32);
     check_rope(40, 32, 64, 32);  // partial rotation, as Moondream's text decoder
 
-    {  // the CPU test's case: a 9-row prefill with a 6-row prefix, one decode row at 12
-        int len[2] = {9, 13}, prefix[2] = {6, 0}, hist[2] = {0, 12};
-        check_attention(2, len, prefix, hist, 2, 1, 16, 4);
-        check_attention(2, len, prefix, hist, 2, 1, 64, 4);
-    }
-    {  // image prefix 730 prefilled alone, then 3 decodes, a text-only prompt, a chunk mid-prefix
-        int len[4] = {800, 41, 1, 760}, prefix[4] = {730, 0, 0, 730}, hist[4] = {799, 0, 0, 500};
-        check_attention(4, len, prefix, hist, 32, 32, 64, 16);
-        int len2[4] = {731, 150, 23, 13}, prefix2[4] = {730, 17, 6, 0}, hist2[4] = {0, 100, 22, 12};
-        check_attention(4, len2, prefix2, hist2, 12, 4, 72, 7);  // grouped kv heads, odd page size
-    }
-    check_attention_dense(2, 5, 1, 16);
-    check_attention_dense(3, 50, 4, 64);
-    check_attention_dense(2, 729, 16, 72);  // two vision crops
+    check_attention_cases();
 
     gpu->ops->free(gpu);
     cpu->ops->free(cpu);

@@ -1,25 +1,29 @@
-// Rotary embedding, the paged KV cache, and attention (paged for the text
-// decoder, dense within groups for the vision tower). f32 throughout.
+// Rotary embedding, the paged KV cache, and attention's entry points (paged
+// for the text decoder, dense within groups for the vision tower): which rows
+// take which path (attention.h).
 //
-// This first kernel is the straightforward one: a block per (query row, head)
-// holds the row's scores in shared memory, takes their max and exp-sum, then
-// each thread sums one output column over the visible keys. Which keys a row
-// sees is computed on the host exactly as the CPU backend computes it (keys
-// [0, visible): visible = p + 1, or the bidirectional prefix length when p
-// lies inside it, capped at the sequence's kv_len) and uploaded with the
-// flattened page tables. Flash-style tiling comes with the speed work.
+// Which keys a row sees is computed on the host exactly as the CPU backend
+// computes it (keys [0, visible): visible = p + 1, or the bidirectional prefix
+// length when p lies inside it, capped at the sequence's kv_len) and uploaded
+// with the flattened page tables.
+//
+// Paths: many query rows over the same keys (a vision crop; a sequence with at
+// least ATT_PREFILL_ROWS rows in this forward, its rows consecutive) run on
+// tensor cores: that sequence's visible keys are gathered from the pages into
+// contiguous rows, then GEMM, masked softmax, GEMM (attention_gemm.cu). The
+// other rows (decode) run the f32 row kernel, split over keys when they are
+// too few to fill the GPU (attention_rows.cu). Both in one call for a batch
+// that mixes prefill and decode.
 #include <math.h>
 #include <string.h>
 
-#include "backend/cuda/cuda.h"
-
-enum { ATT_THREADS = 128 };
+#include "backend/cuda/attention.h"
 
 // The batch's metadata in one host buffer, uploaded in one copy: per row
 // seq, pos, visible; per sequence the offset of its page list in pages
-// (n_seqs + 1 entries); the pages themselves.
+// (n_seqs + 1 entries); the pages themselves; then the caller's extra ints.
 typedef struct {
-    const int32_t *seq, *pos, *visible, *page_off, *pages;
+    const int32_t *seq, *pos, *visible, *page_off, *pages, *extra;
     int max_visible;
 } dev_batch;
 
@@ -29,8 +33,18 @@ static int32_t *host_i32(size_t n) {
     return p;
 }
 
-// Uploads what the kernels need of b; page_size 0: rows' seq and pos only.
-static dev_batch upload_batch(cuda_backend *c, const ty_batch *b, int page_size) {
+// Keys [0, visible) that row r of b sees.
+static int row_visible(const ty_batch *b, int r) {
+    int s = b->seq[r], p = b->pos[r], nv = p + 1, pre = b->prefix ? b->prefix[s] : 0;
+    if (p < pre && pre > nv) nv = pre;  // bidirectional prefix
+    int kl = b->kv_len ? b->kv_len[s] : nv;
+    return nv < kl ? nv : kl;
+}
+
+// Uploads what the kernels need of b and n_extra ints of the caller's; page_size 0:
+// rows' seq and pos only.
+static dev_batch upload_batch(cuda_backend *c, const ty_batch *b, int page_size, const int32_t *extra,
+                              size_t n_extra) {
     int R = b->n_rows, S = page_size ? b->n_seqs : 0;
     int32_t *need = host_i32((size_t)S);  // positions each sequence's page list must cover
     for (int s = 0; s < S; s++) need[s] = b->kv_len ? b->kv_len[s] : 0;
@@ -38,7 +52,7 @@ static dev_batch upload_batch(cuda_backend *c, const ty_batch *b, int page_size)
         if (b->pos[r] + 1 > need[b->seq[r]]) need[b->seq[r]] = b->pos[r] + 1;
     size_t n_pages = 0;
     for (int s = 0; s < S; s++) n_pages += (size_t)((need[s] + page_size - 1) / page_size);
-    size_t total = 3 * (size_t)R + (size_t)S + 1 + n_pages;
+    size_t total = 3 * (size_t)R + (size_t)S + 1 + n_pages + n_extra;
     int32_t *h = host_i32(total);
     int32_t *seq = h, *pos = h + R, *vis = h + 2 * R, *off = h + 3 * R, *pages = off + S + 1;
     dev_batch d = {};
@@ -47,10 +61,7 @@ static dev_batch upload_batch(cuda_backend *c, const ty_batch *b, int page_size)
         pos[r] = b->pos[r];
         vis[r] = 0;
         if (!S) continue;
-        int s = b->seq[r], p = b->pos[r], nv = p + 1, pre = b->prefix ? b->prefix[s] : 0;
-        if (p < pre && pre > nv) nv = pre;  // bidirectional prefix
-        int kl = b->kv_len ? b->kv_len[s] : nv;
-        vis[r] = nv < kl ? nv : kl;
+        vis[r] = row_visible(b, r);
         if (vis[r] > d.max_visible) d.max_visible = vis[r];
     }
     off[0] = 0;
@@ -59,6 +70,7 @@ static dev_batch upload_batch(cuda_backend *c, const ty_batch *b, int page_size)
         if (np) memcpy(pages + off[s], b->pages[s], (size_t)np * sizeof(int32_t));
         off[s + 1] = off[s] + np;
     }
+    if (n_extra) memcpy(pages + n_pages, extra, n_extra * sizeof(int32_t));
     cuda_scratch_get(c, &c->meta, total * sizeof(int32_t));
     int32_t *dp = (int32_t *)cuda_meta_upload(c, 0, h, total * sizeof(int32_t));
     d.seq = dp;
@@ -66,14 +78,10 @@ static dev_batch upload_batch(cuda_backend *c, const ty_batch *b, int page_size)
     d.visible = dp + 2 * R;
     d.page_off = dp + 3 * R;
     d.pages = dp + 3 * R + S + 1;
+    d.extra = d.pages + n_pages;
     free(h);
     free(need);
     return d;
-}
-
-// Cache row of position t of sequence s.
-__device__ __forceinline__ int64_t cache_row(const int32_t *page_off, const int32_t *pages, int s, int t, int ps) {
-    return (int64_t)pages[page_off[s] + t / ps] * ps + t % ps;
 }
 
 // One thread per (row, head, pair j < half): the pair (j, j + half) rotated by pos * inv[j].
@@ -117,7 +125,7 @@ __global__ void kv_write_rows(float *kc, int64_t kcs, float *vc, int64_t vcs, co
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)rows * cols) return;
     int r = (int)(i / cols), d = (int)(i % cols);
-    int64_t row = cache_row(page_off, pages, seq[r], pos[r], ps);
+    int64_t row = att_cache_row(page_off, pages, seq[r], pos[r], ps);
     kc[row * kcs + d] = k[(int64_t)r * ks + d];
     vc[row * vcs + d] = v[(int64_t)r * vs + d];
 }
@@ -127,112 +135,133 @@ void cuda_kv_write(ty_backend *be, ty_kv_layer *kv, ty_tensor k, ty_tensor v, co
     CUDA_CHECK(cudaSetDevice(c->device));
     int R = batch->n_rows, cols = (int)k.cols;
     if (R == 0 || cols == 0) return;
-    dev_batch d = upload_batch(c, batch, kv->page_size);
+    dev_batch d = upload_batch(c, batch, kv->page_size, NULL, 0);
     kv_write_rows<<<cuda_blocks((int64_t)R * cols, 256), 256, 0, c->stream>>>(
         (float *)kv->k.data, kv->k.stride, (float *)kv->v.data, kv->v.stride, (const float *)k.data, k.stride,
         (const float *)v.data, v.stride, R, cols, d.seq, d.pos, d.page_off, d.pages, kv->page_size);
     CUDA_LAUNCHED();
 }
 
-__device__ float block_max(float v, float *red) {
-    for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    __syncthreads();
-    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-    __syncthreads();
-    float m = red[0];
-    for (int i = 1; i < ATT_THREADS / 32; i++) m = fmaxf(m, red[i]);
-    return m;
+
+// TYCHO_CUDA_ATTENTION: rows | split | tc (default); anything else warns once and takes tc.
+static att_path path_now(void) {
+    static int warned;
+    const char *e = getenv("TYCHO_CUDA_ATTENTION");
+    if (!e || !*e || !strcmp(e, "tc")) return ATT_PATH_TC;
+    if (!strcmp(e, "rows")) return ATT_PATH_ROWS;
+    if (!strcmp(e, "split")) return ATT_PATH_SPLIT;
+    if (!warned) fprintf(stderr, "tycho cuda: TYCHO_CUDA_ATTENTION=%s: expected rows, split or tc; using tc\n", e);
+    warned = 1;
+    return ATT_PATH_TC;
 }
 
-__device__ float block_add(float v, float *red) {
-    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-    __syncthreads();
-    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-    __syncthreads();
-    float s = 0;
-    for (int i = 0; i < ATT_THREADS / 32; i++) s += red[i];
-    return s;
+static int prefill_rows_now(void) {
+    const char *e = getenv("TYCHO_CUDA_ATTENTION_PREFILL_ROWS");
+    int n = e ? atoi(e) : 0;
+    return n > 0 ? n : ATT_PREFILL_ROWS;
 }
 
-// Where a block's keys live: paged (seq/page tables) or dense (group g's rows).
-typedef struct {
-    const float *k, *v;
-    int64_t ks, vs;
-    const int32_t *seq, *visible, *page_off, *pages;  // paged; NULL when dense
-    int ps, group;
-} key_src;
+static size_t round64(size_t n) { return (n + 63) / 64 * 64; }  // floats: 256-byte aligned pieces of scratch
 
-__device__ __forceinline__ int64_t key_row(const key_src &src, int r, int t) {
-    if (!src.pages) return (int64_t)(r / src.group) * src.group + t;
-    return cache_row(src.page_off, src.pages, src.seq[r], t, src.ps);
-}
-
-// Block (row r, head h): out[r, h] = softmax(q · Kᵀ · scale over the visible keys) · V.
-__global__ void __launch_bounds__(ATT_THREADS) attend_rows(float *out, int64_t os, const float *q, int64_t qs,
-                                                             key_src src, int head_dim, int kv_group, float scale) {
-    extern __shared__ float sm[];
-    float *red = sm, *qh = sm + 32, *sc = qh + head_dim;
-    int r = blockIdx.x, h = blockIdx.y, kvh = h / kv_group;
-    int nv = src.pages ? src.visible[r] : src.group;
-    for (int d = threadIdx.x; d < head_dim; d += ATT_THREADS) qh[d] = q[(int64_t)r * qs + (int64_t)h * head_dim + d];
-    __syncthreads();
-    float mx = -INFINITY;
-    for (int t = threadIdx.x; t < nv; t += ATT_THREADS) {
-        const float *kr = src.k + key_row(src, r, t) * src.ks + (int64_t)kvh * head_dim;
-        float s = 0.0f;
-        for (int d = 0; d < head_dim; d++) s = fmaf(qh[d], kr[d], s);
-        sc[t] = s * scale;
-        mx = fmaxf(mx, sc[t]);
-    }
-    mx = block_max(mx, red);
-    float sum = 0.0f;
-    for (int t = threadIdx.x; t < nv; t += ATT_THREADS) {
-        float e = expf(sc[t] - mx);
-        sc[t] = e;
-        sum += e;
-    }
-    sum = block_add(sum, red);  // its barriers also make every sc[t] visible
-    float inv = nv > 0 ? 1.0f / sum : 0.0f;
-    float *o = out + (int64_t)r * os + (int64_t)h * head_dim;
-    for (int d = threadIdx.x; d < head_dim; d += ATT_THREADS) {
-        float acc = 0.0f;
-        for (int t = 0; t < nv; t++) acc = fmaf(sc[t], src.v[key_row(src, r, t) * src.vs + (int64_t)kvh * head_dim + d], acc);
-        o[d] = acc * inv;
-    }
-}
-
-static void launch_attend(cuda_backend *c, ty_tensor out, ty_tensor q, key_src src, int n_heads, int head_dim,
-                          int kv_group, float scale, int max_keys) {
-    size_t smem = (size_t)(32 + head_dim + max_keys) * sizeof(float);
-    if (smem > c->smem_optin) {
-        fprintf(stderr, "tycho cuda: attention over %d keys needs %zu bytes of shared memory (GPU has %zu)\n",
-                max_keys, smem, c->smem_optin);
-        abort();
-    }
-    if (smem > 48 * 1024)
-        CUDA_CHECK(cudaFuncSetAttribute(attend_rows, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    dim3 grid((unsigned)q.rows, (unsigned)n_heads);
-    attend_rows<<<grid, ATT_THREADS, smem, c->stream>>>((float *)out.data, out.stride, (const float *)q.data,
-                                                        q.stride, src, head_dim, kv_group, scale);
-    CUDA_LAUNCHED();
+// The f32 row kernel over rows [first, first + n) alone (a tensor-core sequence cuBLASLt had no algorithm for).
+static void rows_range(cuda_backend *c, ty_tensor out, ty_tensor q, att_keys src, int first, int n, int n_heads,
+                       int head_dim, int kv_group, float scale, int max_keys) {
+    if (src.pages) src.seq += first, src.visible += first;
+    else src.k += (int64_t)first * src.ks, src.v += (int64_t)first * src.vs;  // dense: first is a group's start
+    att_rows(c, tensor_rows(out, first, n), tensor_rows(q, first, n), src, NULL, n, n_heads, head_dim, kv_group,
+             scale, max_keys, 1, NULL);
 }
 
 void cuda_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_layer *kv, int n_heads, int n_kv_heads,
                     int head_dim, float scale, const ty_batch *batch) {
     cuda_backend *c = cuda_of(be);
     CUDA_CHECK(cudaSetDevice(c->device));
-    if (batch->n_rows == 0 || n_heads == 0) return;
-    dev_batch d = upload_batch(c, batch, kv->page_size);
-    key_src src = {(const float *)kv->k.data, (const float *)kv->v.data, kv->k.stride, kv->v.stride, d.seq,
-                   d.visible, d.page_off, d.pages, kv->page_size, 0};
-    launch_attend(c, out, q, src, n_heads, head_dim, n_heads / n_kv_heads, scale, d.max_visible);
+    int R = batch->n_rows, S = batch->n_seqs, W = n_kv_heads * head_dim, g = n_heads / n_kv_heads;
+    if (R == 0 || n_heads == 0) return;
+    att_path path = path_now();
+    int min_rows = prefill_rows_now();
+    // Per sequence: its first row, row count, whether its rows are consecutive, its longest visible row.
+    int32_t *first = (int32_t *)malloc((size_t)(4 * S + R + 1) * sizeof(int32_t));
+    if (!first) abort();
+    int32_t *count = first + S, *consecutive = count + S, *keys = consecutive + S, *rest = keys + S;
+    for (int s = 0; s < S; s++) first[s] = -1, count[s] = 0, consecutive[s] = 1, keys[s] = 0;
+    for (int r = 0; r < R; r++) {
+        int s = batch->seq[r], nv = row_visible(batch, r);
+        if (first[s] < 0) first[s] = r;
+        else if (r != first[s] + count[s]) consecutive[s] = 0;
+        count[s]++;
+        if (nv > keys[s]) keys[s] = nv;
+    }
+    // The rest (decode rows) for the row kernel; the tensor-core sequences' scratch.
+    int n_rest = 0, rest_keys = 0;
+    size_t tc_floats = 0;
+    for (int s = 0; s < S; s++) {
+        int tc = path == ATT_PATH_TC && count[s] >= min_rows && consecutive[s] && keys[s] > 0;
+        if (!tc) {
+            count[s] = -count[s];  // marks it for the row kernel
+            continue;
+        }
+        size_t f = 2 * round64((size_t)keys[s] * W) + att_gemm_scratch(count[s], keys[s], n_heads);
+        if (f > tc_floats) tc_floats = f;
+    }
+    for (int r = 0; r < R; r++)
+        if (count[batch->seq[r]] < 0) {
+            rest[n_rest++] = r;
+            int nv = row_visible(batch, r);
+            if (nv > rest_keys) rest_keys = nv;
+        }
+    int splits = path == ATT_PATH_ROWS || n_rest == 0 ? 1 : att_rows_splits(c, n_rest, n_heads, rest_keys);
+    size_t rows_floats = att_rows_scratch(n_rest, n_heads, head_dim, splits);
+    float *scratch = (float *)cuda_scratch_get(c, &c->att, 4 * (tc_floats > rows_floats ? tc_floats : rows_floats));
+    dev_batch d = upload_batch(c, batch, kv->page_size, rest, (size_t)n_rest);
+    att_keys src = {(const float *)kv->k.data, (const float *)kv->v.data, kv->k.stride, kv->v.stride, d.seq,
+                    d.visible, d.page_off, d.pages, kv->page_size, 0};
+    if (tc_floats) {
+        // One sequence at a time through the same scratch (the stream orders them): K, V (keys, W), then scores.
+        att_gemm_plans *plans = att_gemm_plans_new();
+        for (int s = 0; s < S; s++) {
+            if (count[s] <= 0) continue;
+            int nk = keys[s], f0 = first[s], n = count[s];
+            float *kd = scratch, *vd = scratch + round64((size_t)nk * W), *scores = vd + round64((size_t)nk * W);
+            att_gather(c, kd, vd, kv, W, d.page_off, d.pages, s, nk);
+            const float *qd = (const float *)q.data + (int64_t)f0 * q.stride;
+            float *od = (float *)out.data + (int64_t)f0 * out.stride;
+            if (!att_gemm(c, plans, scores, att_gemm_scratch(n, nk, n_heads), od, out.stride, qd, q.stride, kd, W, vd,
+                          W, n, nk, n_heads, n_kv_heads, head_dim, scale, d.visible + f0))
+                rows_range(c, out, q, src, f0, n, n_heads, head_dim, g, scale, nk);
+        }
+        att_gemm_plans_free(plans);
+    }
+    att_rows(c, out, q, src, d.extra, n_rest, n_heads, head_dim, g, scale, rest_keys, splits, scratch);
+    free(first);
 }
 
 void cuda_attention_dense(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor k, ty_tensor v, int n_heads,
                           int head_dim, float scale, int group) {
     cuda_backend *c = cuda_of(be);
     CUDA_CHECK(cudaSetDevice(c->device));
-    if (q.rows == 0 || n_heads == 0) return;
-    key_src src = {(const float *)k.data, (const float *)v.data, k.stride, v.stride, NULL, NULL, NULL, NULL, 0, group};
-    launch_attend(c, out, q, src, n_heads, head_dim, 1, scale, group);
+    int R = (int)q.rows;
+    if (R == 0 || n_heads == 0) return;
+    att_path path = path_now();
+    att_keys src = {(const float *)k.data, (const float *)v.data, k.stride, v.stride, NULL, NULL, NULL, NULL, 0, group};
+    if (path == ATT_PATH_TC && R % group == 0) {
+        size_t floats = att_gemm_scratch(group, group, n_heads);
+        float *scores = (float *)cuda_scratch_get(c, &c->att, 4 * floats);
+        att_gemm_plans *plans = att_gemm_plans_new();
+        for (int r0 = 0; r0 < R; r0 += group) {
+            const float *qd = (const float *)q.data + (int64_t)r0 * q.stride;
+            const float *kd = (const float *)k.data + (int64_t)r0 * k.stride;
+            const float *vd = (const float *)v.data + (int64_t)r0 * v.stride;
+            float *od = (float *)out.data + (int64_t)r0 * out.stride;
+            if (!att_gemm(c, plans, scores, floats, od, out.stride, qd, q.stride, kd, k.stride, vd, v.stride, group,
+                          group, n_heads, n_heads, head_dim, scale, NULL))
+                rows_range(c, out, q, src, r0, group, n_heads, head_dim, 1, scale, group);
+        }
+        att_gemm_plans_free(plans);
+        return;
+    }
+    int splits = path == ATT_PATH_ROWS ? 1 : att_rows_splits(c, R, n_heads, group);
+    float *part = splits > 1 ? (float *)cuda_scratch_get(c, &c->att, 4 * att_rows_scratch(R, n_heads, head_dim, splits))
+                             : NULL;
+    att_rows(c, out, q, src, NULL, R, n_heads, head_dim, 1, scale, group, splits, part);
 }

@@ -60,6 +60,7 @@ static void cuda_free_backend(ty_backend *be) {
     if (c->pool) cudaMemPoolDestroy(c->pool);  // frees every pooled block still held
     cudaFree(c->act.p);
     cudaFree(c->meta.p);
+    cudaFree(c->att.p);
     cudaFree(c->workspace);
     if (c->lt) cublasLtDestroy(c->lt);
     if (c->stream) cudaStreamDestroy(c->stream);

@@ -35,6 +35,7 @@ typedef struct {
     void *workspace;  // cuBLASLt's (CUDA_LT_WORKSPACE bytes)
     cuda_scratch act;   // matmul: x rounded to the weight dtype
     cuda_scratch meta;  // batch metadata (ids, positions, page tables)
+    cuda_scratch att;   // attention: gathered keys and values, scores, split-K partial results
     size_t smem_optin;  // shared memory a block may ask for
     cudaMemPool_t pool;  // activations and KV caches
     // Every device allocation (alloc and weight), freed with the backend.
