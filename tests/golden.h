@@ -8,9 +8,30 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "backend/backend.h"
+#include "backend/cuda/backend_cuda.h"
 #include "core/file.h"
 #include "io/safetensors.h"
+
+// The device golden tests run on: $TYCHO_TEST_DEVICE ("cpu", the default, or
+// "cuda"), so the same tests check a GPU build on a GPU machine.
+static inline const char *golden_device(void) {
+    const char *d = getenv("TYCHO_TEST_DEVICE");
+    return d && *d ? d : "cpu";
+}
+
+static inline int golden_on_gpu(void) { return strncmp(golden_device(), "cuda", 4) == 0; }
+
+// The backend of golden_device().
+static inline ty_status golden_backend_init(ty_backend **be, int n_threads, ty_err *err) {
+    return golden_on_gpu() ? backend_cuda_init(be, 0, err) : backend_cpu_init(be, n_threads, err);
+}
+
+// The golden README's tensor tolerance: 1e-4 on the float32 CPU path, 2e-2 on
+// bf16 paths (the CUDA backend rounds activations to bf16 for its GEMMs).
+static inline double golden_tensor_tol(void) { return golden_on_gpu() ? 2e-2 : 1e-4; }
 
 // A golden JSON file parsed, or NULL when it cannot be read or parsed.
 static inline cJSON *golden_load_json(const char *path) {

@@ -106,6 +106,7 @@ static tycho_engine *engine(int max_batch, int cache_on, int n_pages) {
     tycho_options o;
     tycho_options_default(&o);
     o.model = TEST_DATA("golden/md2-tiny");
+    o.device = golden_device();
     o.max_batch_size = max_batch;
     o.prefix_cache = cache_on;
     o.kv_cache_pages = n_pages;
@@ -127,7 +128,14 @@ static void run_all(tycho_engine *e, golden_case *cases, int n, char **json, con
         tycho_error err;
         CHECK_MSG(tycho_wait(r[i], -1, &err) == TYCHO_OK, "%s %s: %s", label, cases[i].id, err.message);
         char why[600] = "";
-        CHECK_MSG(matches_golden(&cases[i], r[i], why, sizeof why), "%s %s: %s", label, cases[i].id, why);
+        int ok = matches_golden(&cases[i], r[i], why, sizeof why);
+        // On a GPU (bf16 GEMMs) a mismatch is excused in a case whose recorded
+        // margin shows a near tie, as the golden README allows; the CPU path is exact.
+        double margin = cJSON_GetObjectItem(cases[i].c, "min_margin")->valuedouble;
+        if (!ok && golden_on_gpu() && margin < 1e-3)
+            fprintf(stderr, "%s %s: excused near tie (min margin %.2g): %s\n", label, cases[i].id, margin, why);
+        else
+            CHECK_MSG(ok, "%s %s: %s", label, cases[i].id, why);
         json[i] = tycho_request_json(r[i], 0);
         tycho_request_free(r[i]);
     }
@@ -148,7 +156,10 @@ static void check_batches(golden_case *cases, int n, int distinct_images, int qu
         tycho_engine *e = engine(configs[k].max_batch, configs[k].cache, 0);
         if (!e) break;
         run_all(e, cases, n, together, label);
-        for (int i = 0; k > 0 && i < n; i++)
+        // Bitwise batch invariance is the CPU kernels' property; cuBLASLt picks
+        // its algorithm per shape, so on a GPU a row's result depends on its
+        // batch and only the golden check above applies.
+        for (int i = 0; k > 0 && i < n && !golden_on_gpu(); i++)
             CHECK_MSG(alone[i] && together[i] && !strcmp(alone[i], together[i]), "%s %s: %s != alone %s", label,
                       cases[i].id, together[i], alone[i]);
         tycho_engine_stats st;

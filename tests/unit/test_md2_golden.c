@@ -1,7 +1,7 @@
 // Golden parity of every md2-tiny case (expected.json) through the library:
 // the same prompt, the same tokens fed back, the same caption / answer /
 // reasoning text and grounding / objects / points, and first-step logits
-// within 1e-4 relative error. A mismatch is excused only in a case whose
+// within 1e-4 relative error (2e-2 on a GPU: tests/golden.h). A mismatch is excused only in a case whose
 // recorded margin shows a near tie (< 1e-3), as the golden README allows.
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -122,7 +122,7 @@ int main(void) {
     md_model *m = NULL;
     tokenizer *tok = NULL;
     safetensors *exp = NULL;
-    CHECK(backend_cpu_init(&be, 0, &err) == TY_OK);
+    CHECK_MSG(golden_backend_init(&be, 0, &err) == TY_OK, "%s", err.msg);
     CHECK_MSG(md_model_init(&m, TEST_DATA("golden/md2-tiny"), be, &err) == TY_OK, "%s", err.msg);
     CHECK_MSG(tokenizer_init_from_file(&tok, TEST_DATA("golden/md2-tiny/tokenizer.json"), &err) == TY_OK, "%s",
               err.msg);
@@ -162,7 +162,7 @@ int main(void) {
         snprintf(name, sizeof name, "%s.first_logits", id);
         const safetensors_tensor *ref = safetensors_find(exp, name);
         double e = ref ? golden_rel_err(logits, ref, vocab) : 1;
-        CHECK_MSG(e <= 1e-4, "%s: first_logits relative error %.3g", id, e);
+        CHECK_MSG(e <= golden_tensor_tol(), "%s: first_logits relative error %.3g", id, e);
         int n_fed;
         const int32_t *fed = r ? skill_fed_ids(r, &n_fed) : NULL;
         int ok = r && result_matches(c, r, why, sizeof why);

@@ -2,7 +2,7 @@
 // Moondream 3's tau attention, MoE layers and RoPE theta 1.5e6. Per case: the
 // prompt tokens (query suffix [3] once), the answer and every token fed back
 // identical, image embeddings and first-step logits within 1e-4 relative
-// error. A mismatch is excused only in a case whose recorded margin shows a
+// error (2e-2 on a GPU: tests/golden.h). A mismatch is excused only in a case whose recorded margin shows a
 // near tie (< 1e-3), as the golden README allows.
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -29,7 +29,7 @@ int main(void) {
     md_model *m = NULL;
     tokenizer *tok = NULL;
     safetensors *exp = NULL;
-    CHECK(backend_cpu_init(&be, 0, &err) == TY_OK);
+    CHECK_MSG(golden_backend_init(&be, 0, &err) == TY_OK, "%s", err.msg);
     CHECK_MSG(md_model_init(&m, TEST_DATA("golden/md3-tiny"), be, &err) == TY_OK, "%s", err.msg);
     CHECK_MSG(tokenizer_init_from_file(&tok, TEST_DATA("golden/md3-tiny/tokenizer.json"), &err) == TY_OK, "%s",
               err.msg);
@@ -77,7 +77,7 @@ int main(void) {
         snprintf(name, sizeof name, "%s.image_embeds", img_name);
         const safetensors_tensor *ref = safetensors_find(exp, name);
         double ee = ref ? golden_rel_err(embeds, ref, (int64_t)MD_PATCHES * dim) : 1;
-        CHECK_MSG(ee <= 1e-4, "%s: image_embeds relative error %.3g", id, ee);
+        CHECK_MSG(ee <= golden_tensor_tol(), "%s: image_embeds relative error %.3g", id, ee);
 
         generate_stats stats = {.first_logits = logits};
         generate_image image = {.embeds = embeds};
@@ -86,7 +86,7 @@ int main(void) {
         snprintf(name, sizeof name, "%s.first_logits", id);
         ref = safetensors_find(exp, name);
         double le = ref ? golden_rel_err(logits, ref, vocab) : 1;
-        CHECK_MSG(le <= 1e-4, "%s: first_logits relative error %.3g", id, le);
+        CHECK_MSG(le <= golden_tensor_tol(), "%s: first_logits relative error %.3g", id, le);
 
         char why[512] = "";
         int n_fed = 0, ok = r != NULL;
