@@ -10,7 +10,8 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(tycho tycho_shared test_cuda_ops test_md2_golden test_md3_golden test_engine_golden
                                     test_engine_api test_md3_region)
 [ -f "$build/CMakeCache.txt" ] || cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTYCHO_CUDA=ON >/dev/null
-cmake --build "$build" -j"${JOBS:-2}" --target "${targets[@]}" >/dev/null
+cmake --build "$build" -j"${JOBS:-2}" --target "${targets[@]}" >"$build/bundle-build.log" 2>&1 ||
+    { tail -30 "$build/bundle-build.log"; echo "bundle: build failed" >&2; exit 1; }
 
 # Libraries never called by tycho (libvips's SVG, PDF, FITS, MAT, EXR, TIFF,
 # JPEG 2000, FFT, colour-management, text and GIF/PNG-save dependencies):
