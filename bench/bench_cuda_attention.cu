@@ -2,8 +2,9 @@
 // in the same run (TYCHO_CUDA_ATTENTION, src/backend/cuda/attention.h):
 //   rows   the first kernel: a block per (query row, head), exact f32
 //   split  the same kernel split over slices of keys when rows are few (decode)
-//   tc     tensor cores (TF32 GEMMs around an f32 softmax) for vision groups and
+//   gemm   tensor cores (TF32 GEMMs around an f32 softmax) for vision groups and
 //          prefill sequences; split rows for the rest
+//   tc     as gemm, with the fused kernel (attention_flash.cu) for head_dim 64 and 72
 // Each number is the median over REPS calls of device time between events on
 // the backend's stream around one call (host work in the call, e.g. metadata
 // uploads, counts where it leaves the GPU idle). Inputs are random.
@@ -87,10 +88,11 @@ static void bench_dense(int crops) {
     d.out = rand_tensor(R, W, 1.0f);
     double flops = 4.0 * crops * d.H * (double)d.group * d.group * d.HD;
     printf("vision  %2d crops x 729 rows, 16 heads, hd 72 (x27 layers):", crops);
-    static const char *paths[] = {"rows", "split", "tc"};
-    for (int i = 0; i < 3; i++) {
+    static const char *paths[] = {"rows", "split", "gemm", "tc"};
+    for (int i = 0; i < 4; i++) {
         float ms = time_ms(paths[i], dense_call, &d);
         printf("  %s %.3f ms (%.1f/image, %.0f TFLOP/s)", paths[i], ms, 27 * ms, flops / ms * 1e-9);
+        fflush(stdout);
     }
     printf("\n");
     gpu->ops->release(gpu, &d.qkv);
@@ -143,6 +145,7 @@ static void bench_paged(const char *label, int n_seqs, int rows, int keys, const
     for (int i = 0; i < n_paths; i++) {
         float ms = time_ms(paths[i], paged_call, &c);
         printf("  %s %.3f ms (%.2f/forward)", paths[i], ms, layers * ms);
+        fflush(stdout);
     }
     printf("\n");
     gpu->ops->release(gpu, &c.kv.k), gpu->ops->release(gpu, &c.kv.v);
@@ -162,16 +165,18 @@ int main(void) {
            prop.multiProcessorCount, REPS);
     bench_dense(1);
     bench_dense(9);
-    static const char *all[] = {"rows", "split", "tc"}, *f32[] = {"rows", "split"}, *st[] = {"split", "tc"};
-    bench_paged("prefill: image prefix, 730 rows (x24)", 1, 730, 730, all, 3, 24);
-    bench_paged("prefill: prefix + question, 752 rows (x24)", 1, 752, 752, all, 3, 24);
-    // The tensor-core threshold: a question chunk after a cached prefix, split vs tc (every row count on tc).
+    static const char *all[] = {"rows", "split", "gemm", "tc"}, *f32[] = {"rows", "split"},
+                      *st[] = {"split", "gemm", "tc"};
+    bench_paged("prefill: image prefix, 730 rows (x24)", 1, 730, 730, all, 4, 24);
+    bench_paged("prefill: prefix + question, 752 rows (x24)", 1, 752, 752, all, 4, 24);
+    // The tensor-core threshold: a question chunk after a cached prefix, split vs gemm and tc
+    // (every row count on tensor cores here).
     setenv("TYCHO_CUDA_ATTENTION_PREFILL_ROWS", "1", 1);
     static const int chunk[] = {1, 2, 4, 8, 16, 32, 64};
     for (int i = 0; i < 7; i++) {
         char label[64];
         snprintf(label, sizeof label, "chunk after prefix: %d rows, 750 keys (x24)", chunk[i]);
-        bench_paged(label, 1, chunk[i], 730 + 20, st, 2, 24);
+        bench_paged(label, 1, chunk[i], 730 + 20, st, 3, 24);
     }
     unsetenv("TYCHO_CUDA_ATTENTION_PREFILL_ROWS");
     bench_paged("decode: batch 1, 800 keys (x24)", 1, 1, 800, f32, 2, 24);

@@ -2,6 +2,7 @@
 //   attention.cu       entry points, the batch's metadata, which rows take which path
 //   attention_rows.cu  the f32 path: a block per (query row, head[, slice of keys])
 //   attention_gemm.cu  the tensor-core path: batched TF32 GEMMs around an f32 softmax
+//   attention_flash.cu the same arithmetic fused in one kernel (head_dim 64 and 72)
 // C++ (nvcc) only.
 #ifndef TYCHO_BACKEND_CUDA_ATTENTION_H
 #define TYCHO_BACKEND_CUDA_ATTENTION_H
@@ -12,7 +13,8 @@
 typedef enum {
     ATT_PATH_ROWS,   // "rows": the first kernel, a block per (row, head), everywhere (exact f32)
     ATT_PATH_SPLIT,  // "split": the f32 row kernel, keys split across blocks when rows are few
-    ATT_PATH_TC,     // "tc" (default): tensor cores for dense groups and prefill sequences, split rows elsewhere
+    ATT_PATH_GEMM,   // "gemm": TF32 GEMMs + softmax for dense groups and prefill sequences, split rows elsewhere
+    ATT_PATH_TC,     // "tc" (default): as gemm, with the fused kernel where it applies
 } att_path;
 
 // A sequence takes the tensor-core path when this forward has at least this many of its
@@ -62,6 +64,16 @@ size_t att_gemm_scratch(int nq, int nk, int n_heads);
 int att_gemm(cuda_backend *c, att_gemm_plans *plans, float *scores, size_t scores_floats, float *out, int64_t os,
              const float *q, int64_t qs, const float *k, int64_t ks, const float *v, int64_t vs, int nq, int nk,
              int n_heads, int n_kv_heads, int hd, float scale, const int32_t *visible);
+// ---- attention_flash.cu ----------------------------------------------------------------
+
+// att_gemm's result (the same TF32 products, softmax and rounding of p) from one fused
+// kernel, for `groups` groups at once: group z's rows are q/out rows [z*nq, (z+1)*nq) and
+// its keys k/v rows [z*nk, (z+1)*nk). Returns 0, having launched nothing, where it does not
+// apply (head_dim other than 64 and 72, key rows not 16-byte aligned).
+int att_flash(cuda_backend *c, float *out, int64_t os, const float *q, int64_t qs, const float *k, int64_t ks,
+              const float *v, int64_t vs, int nq, int nk, int n_heads, int n_kv_heads, int hd, float scale,
+              const int32_t *visible, int groups);
+
 // Positions [0, n) of sequence s copied from the paged cache into contiguous rows
 // k_dst, v_dst (n, cols).
 void att_gather(cuda_backend *c, float *k_dst, float *v_dst, const ty_kv_layer *kv, int cols, const int32_t *page_off,

@@ -1,0 +1,205 @@
+// The fused tensor-core attention kernel: the GEMM path's arithmetic (TF32
+// products rounded to nearest, f32 sums, the same f32 softmax) without the
+// scores ever leaving the SM. Used for head_dim 64 and 72 (the text decoder's
+// and the vision tower's); the GEMM path (attention_gemm.cu) stays the
+// reference and takes every other shape.
+//
+// A block is 64 query rows of one head (4 warps of 16 rows) of one group; it
+// walks the keys in tiles of 64 held in shared memory, on mma.sync m16n8k8
+// TF32 (fragment layouts: PTX ISA, "Matrix Fragments for mma.m16n8k8").
+// Two passes over the keys: the first takes each row's max and exp-sum (online,
+// as the GEMM path's softmax kernel), the second forms p = e^(s·scale − m) / l,
+// rounds it to TF32 and accumulates p·V. The second recomputes Q·Kᵀ (1.5x the
+// products of one pass) so that p is rounded after normalisation, exactly as
+// the GEMM path rounds P: both then match one double reference (test_cuda_ops).
+#include <math.h>
+
+#include "backend/cuda/attention.h"
+
+enum { FLASH_ROWS = 64, FLASH_KEYS = 64, FLASH_THREADS = 128 };
+
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+// d (16x8, f32) += a (16x8, tf32, row) · b (8x8, tf32, col).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int HD>
+struct flash_shape {
+    static constexpr int KS = HD + 4;                    // K tile row stride ≡ 4 (mod 8): B loads conflict-free
+    static constexpr int VS = HD + (40 - HD % 32) % 32;  // V tile row stride ≡ 8 (mod 32): likewise
+    static constexpr int PS = FLASH_KEYS + 4;            // a warp's p rows
+    static constexpr size_t smem = sizeof(float) * (FLASH_KEYS * KS + FLASH_KEYS * VS + 4 * 16 * PS);
+};
+
+// Keys [j0, j0 + FLASH_KEYS) of one kv head into a tile (rounded to TF32), zeros past nk.
+template <int HD>
+__device__ __forceinline__ void load_tile(float *dst, int stride, const float *src, int64_t ss, int j0, int nk) {
+    for (int i = threadIdx.x; i < FLASH_KEYS * HD / 4; i += FLASH_THREADS) {
+        int r = i / (HD / 4), c = i % (HD / 4) * 4;
+        float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (j0 + r < nk) x = *(const float4 *)(src + (int64_t)(j0 + r) * ss + c);
+        float *d = dst + r * stride + c;
+        d[0] = __uint_as_float(to_tf32(x.x)), d[1] = __uint_as_float(to_tf32(x.y));
+        d[2] = __uint_as_float(to_tf32(x.z)), d[3] = __uint_as_float(to_tf32(x.w));
+    }
+}
+
+// s (16 rows x 64 keys of this warp) = Q · K_tileᵀ.
+template <int HD>
+__device__ __forceinline__ void tile_scores(float (&s)[8][4], const uint32_t (&qa)[HD / 8][4], const float *kt, int g,
+                                            int t) {
+    constexpr int KS = flash_shape<HD>::KS;
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < HD / 8; kk++) {
+            const float *kr = kt + (n * 8 + g) * KS + kk * 8 + t;
+            mma_tf32(s[n], qa[kk], __float_as_uint(kr[0]), __float_as_uint(kr[4]));
+        }
+    }
+}
+
+// Grid (row tiles, heads, groups). Group z's rows are q/out rows [z*nq, (z+1)*nq), its keys
+// k/v rows [z*nk, (z+1)*nk). visible (nq) or NULL: row i sees keys [0, visible[i]).
+template <int HD>
+__global__ void __launch_bounds__(FLASH_THREADS) flash_tf32(float *out, int64_t os, const float *q, int64_t qs,
+                                                              const float *k, int64_t ks, const float *v, int64_t vs,
+                                                              int nq, int nk, int kv_group, float scale,
+                                                              const int32_t *visible) {
+    using F = flash_shape<HD>;
+    extern __shared__ float sm[];
+    __shared__ int block_keys;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+    int h = blockIdx.y, kvh = h / kv_group, z = blockIdx.z;
+    float *kt = sm, *vt = kt + FLASH_KEYS * F::KS, *pt = vt + FLASH_KEYS * F::VS + warp * 16 * F::PS;
+    q += (int64_t)z * nq * qs + (int64_t)h * HD;
+    out += (int64_t)z * nq * os + (int64_t)h * HD;
+    k += (int64_t)z * nk * ks + (int64_t)kvh * HD;
+    v += (int64_t)z * nk * vs + (int64_t)kvh * HD;
+    int ra = blockIdx.x * FLASH_ROWS + warp * 16 + g, rb = ra + 8;  // this thread's two rows
+    int nva = ra < nq ? (visible && visible[ra] < nk ? visible[ra] : nk) : 0;
+    int nvb = rb < nq ? (visible && visible[rb] < nk ? visible[rb] : nk) : 0;
+    if (threadIdx.x == 0) block_keys = 0;
+    __syncthreads();
+    atomicMax(&block_keys, nva > nvb ? nva : nvb);
+    uint32_t qa[HD / 8][4];
+#pragma unroll
+    for (int kk = 0; kk < HD / 8; kk++) {
+        int d = kk * 8 + t;
+        qa[kk][0] = to_tf32(ra < nq ? q[(int64_t)ra * qs + d] : 0.0f);
+        qa[kk][1] = to_tf32(rb < nq ? q[(int64_t)rb * qs + d] : 0.0f);
+        qa[kk][2] = to_tf32(ra < nq ? q[(int64_t)ra * qs + d + 4] : 0.0f);
+        qa[kk][3] = to_tf32(rb < nq ? q[(int64_t)rb * qs + d + 4] : 0.0f);
+    }
+    __syncthreads();
+    int n_keys = block_keys;
+    float s[8][4];
+    // Pass 1: each row's max m and sum l of e^(s − m), online over its 16 keys per tile, then the quad's.
+    float ma = -INFINITY, la = 0.0f, mb = -INFINITY, lb = 0.0f;
+    for (int j0 = 0; j0 < n_keys; j0 += FLASH_KEYS) {
+        __syncthreads();  // the last tile's readers are done
+        load_tile<HD>(kt, F::KS, k, ks, j0, nk);
+        __syncthreads();
+        tile_scores<HD>(s, qa, kt, g, t);
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int j = j0 + n * 8 + 2 * t + (e & 1);
+                if (j >= (e < 2 ? nva : nvb)) continue;
+                float x = s[n][e] * scale;
+                float &m = e < 2 ? ma : mb, &l = e < 2 ? la : lb;
+                if (x > m) {
+                    l = l * expf(m - x) + 1.0f;
+                    m = x;
+                } else {
+                    l += expf(x - m);
+                }
+            }
+    }
+#pragma unroll
+    for (int o = 1; o <= 2; o *= 2) {
+        float m2 = __shfl_xor_sync(0xffffffffu, ma, o), l2 = __shfl_xor_sync(0xffffffffu, la, o), mm = fmaxf(ma, m2);
+        la = (la > 0.0f ? la * expf(ma - mm) : 0.0f) + (l2 > 0.0f ? l2 * expf(m2 - mm) : 0.0f), ma = mm;
+        m2 = __shfl_xor_sync(0xffffffffu, mb, o), l2 = __shfl_xor_sync(0xffffffffu, lb, o), mm = fmaxf(mb, m2);
+        lb = (lb > 0.0f ? lb * expf(mb - mm) : 0.0f) + (l2 > 0.0f ? l2 * expf(m2 - mm) : 0.0f), mb = mm;
+    }
+    float inva = la > 0.0f ? 1.0f / la : 0.0f, invb = lb > 0.0f ? 1.0f / lb : 0.0f;
+    // Pass 2: o = Σ tf32(e^(s·scale − m) / l) · v.
+    float o[HD / 8][4];
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int j0 = 0; j0 < n_keys; j0 += FLASH_KEYS) {
+        __syncthreads();
+        load_tile<HD>(kt, F::KS, k, ks, j0, nk);
+        load_tile<HD>(vt, F::VS, v, vs, j0, nk);
+        __syncthreads();
+        tile_scores<HD>(s, qa, kt, g, t);
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int j = j0 + n * 8 + 2 * t + (e & 1);
+                float p = 0.0f;
+                if (j < (e < 2 ? nva : nvb)) p = expf(s[n][e] * scale - (e < 2 ? ma : mb)) * (e < 2 ? inva : invb);
+                pt[(g + (e < 2 ? 0 : 8)) * F::PS + n * 8 + 2 * t + (e & 1)] = __uint_as_float(to_tf32(p));
+            }
+        __syncwarp();
+#pragma unroll
+        for (int kk = 0; kk < FLASH_KEYS / 8; kk++) {
+            uint32_t pa[4];
+            pa[0] = __float_as_uint(pt[g * F::PS + kk * 8 + t]);
+            pa[1] = __float_as_uint(pt[(g + 8) * F::PS + kk * 8 + t]);
+            pa[2] = __float_as_uint(pt[g * F::PS + kk * 8 + t + 4]);
+            pa[3] = __float_as_uint(pt[(g + 8) * F::PS + kk * 8 + t + 4]);
+#pragma unroll
+            for (int n = 0; n < HD / 8; n++) {
+                const float *vr = vt + (kk * 8 + t) * F::VS + n * 8 + g;
+                mma_tf32(o[n], pa, __float_as_uint(vr[0]), __float_as_uint(vr[4 * F::VS]));
+            }
+        }
+        __syncwarp();  // p is read before the next tile overwrites it
+    }
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+        int d = n * 8 + 2 * t;
+        if (ra < nq) out[(int64_t)ra * os + d] = o[n][0], out[(int64_t)ra * os + d + 1] = o[n][1];
+        if (rb < nq) out[(int64_t)rb * os + d] = o[n][2], out[(int64_t)rb * os + d + 1] = o[n][3];
+    }
+}
+
+template <int HD>
+static void launch(cuda_backend *c, float *out, int64_t os, const float *q, int64_t qs, const float *k, int64_t ks,
+                   const float *v, int64_t vs, int nq, int nk, int n_heads, int kv_group, float scale,
+                   const int32_t *visible, int groups) {
+    size_t smem = flash_shape<HD>::smem;
+    CUDA_CHECK(cudaFuncSetAttribute(flash_tf32<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((unsigned)((nq + FLASH_ROWS - 1) / FLASH_ROWS), (unsigned)n_heads, (unsigned)groups);
+    flash_tf32<HD><<<grid, FLASH_THREADS, smem, c->stream>>>(out, os, q, qs, k, ks, v, vs, nq, nk, kv_group, scale,
+                                                             visible);
+    CUDA_LAUNCHED();
+}
+
+int att_flash(cuda_backend *c, float *out, int64_t os, const float *q, int64_t qs, const float *k, int64_t ks,
+              const float *v, int64_t vs, int nq, int nk, int n_heads, int n_kv_heads, int hd, float scale,
+              const int32_t *visible, int groups) {
+    if (hd != 64 && hd != 72) return 0;
+    // Tiles load 16 bytes at a time.
+    if ((uintptr_t)k % 16 || (uintptr_t)v % 16 || ks % 4 || vs % 4) return 0;
+    size_t smem = hd == 64 ? flash_shape<64>::smem : flash_shape<72>::smem;
+    if (smem > c->smem_optin) return 0;
+    int g = n_heads / n_kv_heads;
+    if (hd == 64) launch<64>(c, out, os, q, qs, k, ks, v, vs, nq, nk, n_heads, g, scale, visible, groups);
+    else launch<72>(c, out, os, q, qs, k, ks, v, vs, nq, nk, n_heads, g, scale, visible, groups);
+    return 1;
+}
