@@ -1,6 +1,6 @@
 // tycho batch: many requests from a JSONL file through one engine, batched.
 //
-//   tycho batch --model M FILE.jsonl [--device cpu|cuda[:N]] [--threads N] [--max-batch-size N] [--kv-pages N]
+//   tycho batch --model M FILE.jsonl [--device cpu|cuda[:N]] [--precision f32|bf16] [--threads N] [--max-batch-size N] [--kv-pages N]
 //               [--no-prefix-cache] [--seed S]
 //
 // Every non-blank line is one request: the Moondream API body of its skill
@@ -100,6 +100,7 @@ static int batch_parse_args(int argc, char **argv, batch_args *a) {
         int bad = 0;
         if (!strcmp(o, "--model")) a->model = v;
         else if (!strcmp(o, "--device")) a->o.device = v;
+        else if (!strcmp(o, "--precision")) a->o.precision = v;
         else if (!strcmp(o, "--threads")) bad = parse_int_arg(v, 1, 1024, &n) || (a->o.threads = (int)n, 0);
         else if (!strcmp(o, "--max-batch-size")) bad = parse_int_arg(v, 1, 4096, &n) || (a->o.max_batch_size = (int)n, 0);
         else if (!strcmp(o, "--kv-pages")) bad = parse_int_arg(v, 1, 1 << 30, &n) || (a->o.kv_cache_pages = (int)n, 0);

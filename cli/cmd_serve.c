@@ -24,6 +24,7 @@ static const char serve_help[] =
     "  --api-key K             require X-Moondream-Auth: K or Authorization: Bearer K on /v1/*\n"
     "                          (default: $TYCHO_API_KEY if set, else no key)\n"
     "  --device D              cpu (default), cuda (GPU 0) or cuda:N\n"
+    "  --precision P           GPU matmul inputs: f32 (default, answers as the CPU's) or bf16 (faster)\n"
     "  --threads N             CPU threads of the model (default: every core)\n"
     "  --max-batch-size N      requests running at once (default 16)\n"
     "  --kv-pages N            KV cache budget in pages of 16 positions\n"
@@ -103,6 +104,7 @@ static int serve_parse_args(int argc, char **argv, server_options *o) {
         else if (!strcmp(a, "--api-key")) o->api_key = v;
         else if (!strcmp(a, "--port")) bad = parse_num(v, 0, 65535, &n) || (o->port = (int)n, 0);
         else if (!strcmp(a, "--device")) o->engine.device = v;
+        else if (!strcmp(a, "--precision")) o->engine.precision = v;
         else if (!strcmp(a, "--threads")) bad = parse_num(v, 1, 1024, &n) || (o->engine.threads = (int)n, 0);
         else if (!strcmp(a, "--max-batch-size")) bad = parse_num(v, 1, 4096, &n) || (o->engine.max_batch_size = (int)n, 0);
         else if (!strcmp(a, "--kv-pages")) bad = parse_num(v, 1, 1 << 30, &n) || (o->engine.kv_cache_pages = (int)n, 0);

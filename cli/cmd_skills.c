@@ -22,7 +22,7 @@
 #include "tycho.h"
 
 typedef struct {
-    const char *cmd, *model, *image, *draw, *device;
+    const char *cmd, *model, *image, *draw, *device, *precision;
     int threads, stream, json;
     skill_params p;
 } skill_args;
@@ -97,6 +97,7 @@ static int parse_args(int argc, char **argv, skill_args *a) {
         } else if (!strcmp(o, "--max-tokens")) bad = parse_long(v, -1000000, 1000000, &n) || (a->p.max_tokens = (int)n, 0);
         else if (!strcmp(o, "--max-objects")) bad = parse_long(v, -1000000, 1000000, &n) || (a->p.max_objects = (int)n, 0);
         else if (!strcmp(o, "--device")) a->device = v;
+        else if (!strcmp(o, "--precision")) a->precision = v;
         else if (!strcmp(o, "--threads")) bad = parse_long(v, 1, 1024, &n) || (a->threads = (int)n, 0);
         else if (!strcmp(o, "--seed")) bad = parse_long(v, 0, 0x7fffffffffffffffL, &n) || (a->p.seed = (uint64_t)n, 0);
         else if (!strcmp(o, "--temperature")) bad = parse_float(v, &a->p.temperature);
@@ -214,6 +215,7 @@ static int run_skill(int argc, char **argv, skill_kind kind) {
     o.model = a.model;
     o.threads = a.threads;
     o.device = a.device;
+    o.precision = a.precision;
     o.max_batch_size = 1;
     tycho_engine *e = NULL;
     tycho_request *r = NULL;

@@ -24,7 +24,7 @@ static const struct {
 static void usage(FILE *f) {
     fprintf(f, "usage: tycho <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) fprintf(f, "  %s\n", commands[i].help);
-    fprintf(f, "\nskills take: --max-tokens N --temperature T --top-p P --seed S --device cpu|cuda[:N] --threads N --stream --json\n");
+    fprintf(f, "\nskills take: --max-tokens N --temperature T --top-p P --seed S --device cpu|cuda[:N] --precision f32|bf16 --threads N --stream --json\n");
 }
 
 int cli_fail(const char *cmd, const ty_err *err) {

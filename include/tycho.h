@@ -88,6 +88,11 @@ typedef struct {
     int max_batch_tokens;    // rows per forward step (decode rows + prefill chunks); 0: 2048; >= 730
     int prefix_cache;        // 1: reuse image and prompt prefixes across requests; 0: off
     int max_queue;           // waiting requests; submit beyond it fails with TYCHO_E_BUSY; 0: 4096
+    // GPU matmul inputs: "f32" (NULL: the default) keeps activations exact (a bf16 hi + lo
+    // pair per value: answers equal the CPU's except at near ties); "bf16" rounds them once
+    // (about half the tensor-core work in prefill and vision; ~3e-3 relative logits error).
+    // The CPU always computes in f32: "bf16" there is TYCHO_E_UNSUPPORTED.
+    const char *precision;
 } tycho_options;
 
 TYCHO_API void tycho_options_default(tycho_options *o);

@@ -359,6 +359,7 @@ class VL:
         max_batch_tokens=0,
         prefix_cache=None,
         max_queue=0,
+        precision=None,
         lib_path=None,
     ):
         self._engine = None
@@ -375,6 +376,8 @@ class VL:
         self._device_b = _cstr("device", device, required=False)
         o.model = self._model_b
         o.device = self._device_b
+        self._precision_b = _cstr("precision", precision, required=False)
+        o.precision = self._precision_b
         for name, value in (
             ("threads", threads),
             ("max_batch_size", max_batch_size),
@@ -675,7 +678,7 @@ def vl(model=None, device="cpu", **kwargs):
     model: a model directory or a Hugging Face repo id in the local cache.
     device: "cpu", "cuda" or "cuda:N" (a build with -DTYCHO_CUDA=ON). Keyword options: threads (0: every core), max_batch_size,
     kv_cache_pages, kv_cache_bytes, page_size, max_batch_tokens, prefix_cache
-    (bool), max_queue, lib_path (else $TYCHO_LIB, else next to the package,
+    (bool), max_queue, precision ("f32" or "bf16", GPU only), lib_path (else $TYCHO_LIB, else next to the package,
     else the repository's build/lib).
     """
     return VL(model, device, **kwargs)

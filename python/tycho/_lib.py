@@ -66,6 +66,7 @@ class Options(ctypes.Structure):
         ("max_batch_tokens", ctypes.c_int),
         ("prefix_cache", ctypes.c_int),
         ("max_queue", ctypes.c_int),
+        ("precision", ctypes.c_char_p),
     ]
 
 

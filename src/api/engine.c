@@ -204,6 +204,10 @@ ty_status engine_init(tycho_engine **out, const tycho_options *o, ty_err *err) {
     int gpu = -1;  // -1: the CPU
     ty_status s = parse_device(o->device, &gpu, err);
     if (s != TY_OK) return s;
+    int bf16 = o->precision && !strcmp(o->precision, "bf16");
+    if (o->precision && !bf16 && strcmp(o->precision, "f32"))
+        return ty_err_set(err, TY_E_ARG, "precision '%s': expected \"f32\" or \"bf16\"", o->precision);
+    if (bf16 && gpu < 0) return ty_err_set(err, TY_E_UNSUPPORTED, "precision \"bf16\" needs device \"cuda\"");
     if (o->page_size < 0 || o->max_batch_size < 0 || o->max_batch_tokens < 0 || o->kv_cache_pages < 0 ||
         o->kv_cache_bytes < 0 || o->max_queue < 0)
         return ty_err_set(err, TY_E_ARG, "engine options must not be negative");
@@ -216,6 +220,7 @@ ty_status engine_init(tycho_engine **out, const tycho_options *o, ty_err *err) {
     s = hub_resolve(o->model, &paths, err);
     if (s == TY_OK) s = image_init(err);
     if (s == TY_OK) s = gpu < 0 ? backend_cpu_init(&e->be, o->threads, err) : backend_cuda_init(&e->be, gpu, err);
+    if (s == TY_OK && bf16) backend_cuda_set_bf16_activations(e->be, 1);
     if (s == TY_OK) s = md_model_init(&e->m, paths.model_dir, e->be, err);
     if (s == TY_OK) s = tokenizer_init_from_file(&e->tok, paths.tokenizer, err);
     if (s == TY_OK) {

@@ -245,6 +245,11 @@ int main(void) {
     CHECK_MSG(gs == TYCHO_E_UNSUPPORTED || gs == TYCHO_E_ARG, "%s", te.message);
     o.device = "cuda:1025";
     CHECK(tycho_engine_init(&e, &o, &te) == TYCHO_E_ARG);
+    o.device = NULL;
+    o.precision = "fp8";
+    CHECK(tycho_engine_init(&e, &o, &te) == TYCHO_E_ARG && strstr(te.message, "precision"));
+    o.precision = "bf16";  // the CPU computes in f32 only
+    CHECK(tycho_engine_init(&e, &o, &te) == TYCHO_E_UNSUPPORTED && strstr(te.message, "cuda"));
     free(image);
     return test_report("test_engine_api");
 }

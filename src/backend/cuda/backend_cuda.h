@@ -16,6 +16,13 @@ extern "C" {
 // (see src/backend/cuda/NOTES.md). TY_E_UNSUPPORTED without CUDA or a GPU.
 ty_status backend_cuda_init(ty_backend **out, int device, ty_err *err);
 
+// How bf16-weight GEMMs take the f32 activations. 0 (the default): exactly,
+// as a bf16 hi + lo pair (one GEMM of twice the rows), so answers equal the
+// CPU backend's except at near ties; 1: rounded to bf16 once, about half the
+// tensor-core work in prefill and vision, ~3e-3 relative error in logits.
+// A no-op without CUDA.
+void backend_cuda_set_bf16_activations(ty_backend *be, int on);
+
 // How many CUDA GPUs this process sees (0 without CUDA, a driver or a GPU).
 int backend_cuda_device_count(void);
 

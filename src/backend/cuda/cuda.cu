@@ -172,7 +172,7 @@ static void cuda_read(ty_backend *be, ty_tensor src, float *host) {
 // (the CPU needs the grouped form to share one round of its workers; a GPU
 // launch is already asynchronous).
 static void cuda_matmul_grouped(ty_backend *be, int n, const ty_matmul_group *groups) {
-    for (int i = 0; i < n; i++) cuda_matmul(be, groups[i].y, groups[i].x, groups[i].w, groups[i].bias, groups[i].act);
+    for (int i = 0; i < n; i++) cuda_matmul_exact(be, groups[i].y, groups[i].x, groups[i].w, groups[i].bias, groups[i].act);
 }
 
 static void cuda_memory(ty_backend *be, size_t *used, size_t *total) {
@@ -194,7 +194,7 @@ static const ty_backend_ops cuda_ops = {
     .weight = cuda_weight,
     .write = cuda_write,
     .read = cuda_read,
-    .matmul = cuda_matmul,
+    .matmul = cuda_matmul_exact,
     .matmul_grouped = cuda_matmul_grouped,
     .layernorm = cuda_layernorm,
     .add = cuda_add,

@@ -38,6 +38,7 @@ typedef struct {
     cuda_scratch att;   // attention: gathered keys and values, scores, split-K partial results
     size_t smem_optin;  // shared memory a block may ask for
     cudaMemPool_t pool;  // activations and KV caches
+    int bf16_activations;  // 1: bf16-weight GEMMs round x to bf16 once; 0: exact split (matmul_split.cu)
     // Every device allocation (alloc and weight), freed with the backend.
     cuda_alloc_rec *allocs;
     int n_allocs, cap_allocs;
@@ -86,10 +87,20 @@ __device__ __forceinline__ float cuda_load(const void *p, ty_dtype dt, int64_t i
     return __half2float(__ushort_as_half(h));
 }
 
+// The activations of matmul, in f32 (CUDA's tanhf / erff, as the CPU's).
+__device__ __forceinline__ float cuda_activate(float v, int act) {
+    if (act == TY_ACT_GELU_TANH) return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    if (act == TY_ACT_GELU_ERF) return 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
+    return v;
+}
+
 static inline unsigned cuda_blocks(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
 
 // Per-op entry points, wired into the ops table by cuda.cu.
 void cuda_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act);
+// The backend's matmul: cuda_matmul, or for bf16 weights with f32 activations the split of matmul_split.cu.
+void cuda_matmul_exact(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias,
+                       ty_activation act);
 void cuda_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
 void cuda_add(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
 void cuda_embed(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids);

@@ -8,6 +8,8 @@ ty_status backend_cuda_init(ty_backend **out, int device, ty_err *err) {
 }
 
 int backend_cuda_device_count(void) { return 0; }
+
+void backend_cuda_set_bf16_activations(ty_backend *be, int on) {}
 #endif
 #ifdef TYCHO_CUDA
 typedef int cuda_stub_unused;  // the CUDA sources define the entry points
