@@ -171,20 +171,29 @@ static float round_to(float v, ty_dtype dt) {
 // only the summation order differs: ~1e-7 per output, 1e-5. Against a double
 // reference over the rounded x (what the GPU is meant to compute), every dtype
 // is f32 accumulation only: 1e-5.
+//
+// strided: 0 plain tensors; 1 views at odd offsets (x columns [3, 3 + k) of an
+// (n, k + 8) tensor, y columns [5, 5 + m) of (n, m + 7): unaligned for
+// cuBLASLt); 2 views at 16-byte offsets with other strides (x [4, 4 + k) of
+// (n, k + 12), y [4, 4 + m) of (n, m + 20)). The GPU keeps a cuBLASLt plan per
+// shape, strides and alignments: one shape under 0, 1 and 2 takes three plans.
 static void check_matmul(int n, int k, int m, ty_dtype wdt, ty_dtype bdt, int with_bias, ty_activation a,
                          int strided) {
     void *wraw, *braw;
     float *wv, *bv;
     rand_stored(wdt, (size_t)m * k, 0.2f, &wraw, &wv);
-    rand_stored(bdt, (size_t)m, 1.0f, &braw, &bv);
-    // Strided: x is columns [3, 3 + k) of an (n, k + 8) tensor, y columns [5, 5 + m) of (n, m + 7).
-    int xo = strided ? 3 : 0, xw = strided ? k + 8 : k, yo = strided ? 5 : 0, yw = strided ? m + 7 : m;
+    int bo = strided == 1;  // odd views: the bias too is a view, column [1, 1 + m) of (1, m + 1)
+    rand_stored(bdt, (size_t)(m + bo), 1.0f, &braw, &bv);
+    static const int views[3][4] = {{0, 0, 0, 0}, {3, 8, 5, 7}, {4, 12, 4, 20}};  // x offset, extra, y offset, extra
+    const int *v = views[strided];
+    int xo = v[0], xw = k + v[1], yo = v[2], yw = m + v[3];
     float *x = frandv((size_t)n * xw, 1.0f);
-    pair tx = act(n, xw, x), ty = out_act(n, yw), tw = weight(wdt, m, k, wraw), tb = weight(bdt, 1, m, braw);
+    pair tx = act(n, xw, x), ty = out_act(n, yw), tw = weight(wdt, m, k, wraw), tb = weight(bdt, 1, m + bo, braw);
+    ty_tensor bc = tensor_cols(tb.c, bo, m), bg = tensor_cols(tb.g, bo, m);
     ty_tensor xc = tensor_cols(tx.c, xo, k), xg = tensor_cols(tx.g, xo, k);
     ty_tensor yc = tensor_cols(ty.c, yo, m), yg = tensor_cols(ty.g, yo, m);
-    cpu->ops->matmul(cpu, yc, xc, tw.c, with_bias ? &tb.c : NULL, a);
-    gpu->ops->matmul(gpu, yg, xg, tw.g, with_bias ? &tb.g : NULL, a);
+    cpu->ops->matmul(cpu, yc, xc, tw.c, with_bias ? &bc : NULL, a);
+    gpu->ops->matmul(gpu, yg, xg, tw.g, with_bias ? &bg : NULL, a);
     float *hc, *hg;
     read_both(yc, yg, &hc, &hg);
     double *want = xmalloc((size_t)n * m * sizeof(double));
@@ -192,7 +201,7 @@ static void check_matmul(int n, int k, int m, ty_dtype wdt, ty_dtype bdt, int wi
         for (int j = 0; j < m; j++) {
             double s = 0;
             for (int p = 0; p < k; p++) s += (double)round_to(x[(size_t)i * xw + xo + p], wdt) * wv[(size_t)j * k + p];
-            s += with_bias ? bv[j] : 0;
+            s += with_bias ? bv[bo + j] : 0;
             want[(size_t)i * m + j] = a == TY_ACT_GELU_TANH ? 0.5 * s * (1 + tanh(0.7978845608028654 * (s + 0.044715 * s * s * s)))
                                       : a == TY_ACT_GELU_ERF ? 0.5 * s * (1 + erf(s / sqrt(2.0)))
                                                              : s;
@@ -626,6 +635,23 @@ int main(void) {
     check_matmul(300, 1152, 1152, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_NONE, 0);  // vision-sized
     check_matmul(128, 1152, 4304, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_GELU_TANH, 0);
     check_matmul(64, 300, 65, TY_DTYPE_F32, TY_DTYPE_F32, 0, TY_ACT_GELU_ERF, 0);
+    // cuBLASLt's epilogues: GELU without a bias, an f16 bias (converted to f32 once), an f32
+    // bias view that is not 16-byte aligned (the kernel adds it, then the GELU; strided 1).
+    check_matmul(33, 256, 96, TY_DTYPE_BF16, TY_DTYPE_F32, 0, TY_ACT_GELU_TANH, 0);
+    check_matmul(33, 256, 96, TY_DTYPE_BF16, TY_DTYPE_F16, 1, TY_ACT_GELU_TANH, 0);
+    check_matmul(12, 64, 40, TY_DTYPE_F32, TY_DTYPE_F32, 1, TY_ACT_GELU_TANH, 1);
+    // The plan cache: the same shapes again with new data (and new bias weights, maybe at the
+    // freed ones' addresses: a stale f32 copy of a bias would fail), then with other strides
+    // and alignments.
+    for (int a = 0; a < 3; a++) {
+        check_matmul(1, 2048, 2048, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, acts[a], 0);
+        check_matmul(1, 2048, 2048, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, acts[a], 2);
+        check_matmul(1, 2048, 2048, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, acts[a], 1);
+    }
+    check_matmul(17, 67, 45, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_GELU_TANH, 1);
+    check_matmul(17, 68, 44, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_GELU_TANH, 2);
+    check_matmul(9, 64, 96, TY_DTYPE_F32, TY_DTYPE_F32, 1, TY_ACT_NONE, 2);
+    check_matmul(128, 1152, 4304, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_GELU_TANH, 0);
 
     check_layernorm(5, 96, TY_DTYPE_F32);
     check_layernorm(33, 2048, TY_DTYPE_BF16);

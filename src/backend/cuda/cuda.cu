@@ -62,6 +62,7 @@ static void cuda_free_backend(ty_backend *be) {
     cudaFree(c->meta.p);
     cudaFree(c->att.p);
     cudaFree(c->workspace);
+    cuda_gemm_cache_free(c);
     if (c->lt) cublasLtDestroy(c->lt);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
@@ -110,6 +111,7 @@ static void cuda_release(ty_backend *be, ty_tensor *t) {
             CUDA_CHECK(cudaFreeAsync(t->data, c->stream));  // after the queued ops that read it
         } else {
             CUDA_CHECK(cudaStreamSynchronize(c->stream));  // ops queued on it may still read it
+            cuda_gemm_forget(c, t->data, (size_t)(t->rows * t->stride) * dtype_size(t->dtype));  // its bias copy
             CUDA_CHECK(cudaFree(t->data));
         }
     }

@@ -42,6 +42,8 @@ typedef struct {
     // Every device allocation (alloc and weight), freed with the backend.
     cuda_alloc_rec *allocs;
     int n_allocs, cap_allocs;
+    // gemm.cu's caches: cuBLASLt plans per shape and f32 copies of biases (made on first use).
+    struct cuda_gemm_state *gemm;
 } cuda_backend;
 
 enum { CUDA_LT_WORKSPACE = 32 << 20 };
@@ -95,6 +97,15 @@ __device__ __forceinline__ float cuda_activate(float v, int act) {
 }
 
 static inline unsigned cuda_blocks(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
+
+// gemm.cu's caches. forget drops what was made from device memory [p, p + bytes)
+// (cuda_release calls it before freeing a weight); cache_free frees them all
+// (with the backend). set_flags (benchmarks) turns the plan cache, the fused
+// epilogues or only the fused GELU off to measure the path without them.
+enum { CUDA_GEMM_NO_CACHE = 1, CUDA_GEMM_NO_EPILOGUE = 2, CUDA_GEMM_NO_GELU_EPILOGUE = 4 };
+void cuda_gemm_forget(cuda_backend *c, const void *p, size_t bytes);
+void cuda_gemm_cache_free(cuda_backend *c);
+void cuda_gemm_set_flags(cuda_backend *c, int flags);
 
 // Per-op entry points, wired into the ops table by cuda.cu.
 void cuda_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act);
