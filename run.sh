@@ -5,6 +5,8 @@
 # shapes; see models/shapes/MODEL_CARD.md): a caption, a query and a detect of
 # examples/shapes.png, the detections drawn to out/shapes-detect.png.
 # usage: ./run.sh [IMAGE] [MODEL]   (MODEL: a directory or an HF repo id in the local cache)
+#        DEVICE=cuda ./run.sh ...     the same on GPU 0 (DEVICE=cuda:N: GPU N). The build
+#        includes the CUDA backend wherever nvcc is found (CMake option TYCHO_CUDA).
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install-deps.sh
@@ -12,10 +14,11 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 image=${1:-examples/shapes.png}
 model=${2:-models/shapes}
+device=${DEVICE:-cpu}
 mkdir -p out
-echo "== tycho caption --model $model $image"
-build/bin/tycho caption --model "$model" "$image" --temperature 0
-echo "== tycho query --model $model $image --question 'How many circles are there?'"
-build/bin/tycho query --model "$model" "$image" --question "How many circles are there?" --temperature 0
-echo "== tycho detect --model $model $image --object triangle --draw out/shapes-detect.png   (x_min y_min x_max y_max)"
-build/bin/tycho detect --model "$model" "$image" --object triangle --draw out/shapes-detect.png
+echo "== tycho caption --model $model $image --device $device"
+build/bin/tycho caption --model "$model" "$image" --temperature 0 --device "$device"
+echo "== tycho query --model $model $image --question 'How many circles are there?' --device $device"
+build/bin/tycho query --model "$model" "$image" --question "How many circles are there?" --temperature 0 --device "$device"
+echo "== tycho detect --model $model $image --object triangle --draw out/shapes-detect.png --device $device   (x_min y_min x_max y_max)"
+build/bin/tycho detect --model "$model" "$image" --object triangle --draw out/shapes-detect.png --device "$device"
