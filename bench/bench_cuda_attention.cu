@@ -4,7 +4,8 @@
 //   split  the same kernel split over slices of keys when rows are few (decode)
 //   gemm   tensor cores (TF32 GEMMs around an f32 softmax) for vision groups and
 //          prefill sequences; split rows for the rest
-//   tc     as gemm, with the fused kernel (attention_flash.cu) for head_dim 64 and 72
+//   flash  as gemm, with the fused kernel (attention_flash.cu) for head_dim 64 and 72
+//   tc     the default: gemm or flash per att_flash_wins
 // Each number is the median over REPS calls of device time between events on
 // the backend's stream around one call (host work in the call, e.g. metadata
 // uploads, counts where it leaves the GPU idle). Inputs are random.
@@ -88,7 +89,7 @@ static void bench_dense(int crops) {
     d.out = rand_tensor(R, W, 1.0f);
     double flops = 4.0 * crops * d.H * (double)d.group * d.group * d.HD;
     printf("vision  %2d crops x 729 rows, 16 heads, hd 72 (x27 layers):", crops);
-    static const char *paths[] = {"rows", "split", "gemm", "tc"};
+    static const char *paths[] = {"rows", "split", "gemm", "flash"};
     for (int i = 0; i < 4; i++) {
         float ms = time_ms(paths[i], dense_call, &d);
         printf("  %s %.3f ms (%.1f/image, %.0f TFLOP/s)", paths[i], ms, 27 * ms, flops / ms * 1e-9);
@@ -164,12 +165,14 @@ int main(void) {
     printf("%s, %d SMs; median of %d calls, ms per call (per image or forward: x layers)\n", prop.name,
            prop.multiProcessorCount, REPS);
     bench_dense(1);
+    bench_dense(4);
     bench_dense(9);
-    static const char *all[] = {"rows", "split", "gemm", "tc"}, *f32[] = {"rows", "split"},
-                      *st[] = {"split", "gemm", "tc"};
+    bench_dense(32);
+    static const char *all[] = {"rows", "split", "gemm", "flash"}, *f32[] = {"rows", "split"},
+                      *st[] = {"split", "gemm", "flash"};
     bench_paged("prefill: image prefix, 730 rows (x24)", 1, 730, 730, all, 4, 24);
     bench_paged("prefill: prefix + question, 752 rows (x24)", 1, 752, 752, all, 4, 24);
-    // The tensor-core threshold: a question chunk after a cached prefix, split vs gemm and tc
+    // The tensor-core threshold: a question chunk after a cached prefix, split vs gemm and flash
     // (every row count on tensor cores here).
     setenv("TYCHO_CUDA_ATTENTION_PREFILL_ROWS", "1", 1);
     static const int chunk[] = {1, 2, 4, 8, 16, 32, 64};

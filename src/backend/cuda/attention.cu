@@ -144,7 +144,7 @@ void cuda_kv_write(ty_backend *be, ty_kv_layer *kv, ty_tensor k, ty_tensor v, co
 }
 
 
-// TYCHO_CUDA_ATTENTION: rows | split | gemm | tc (default); anything else warns once and takes tc.
+// TYCHO_CUDA_ATTENTION: rows | split | gemm | flash | tc (default); anything else warns once and takes tc.
 static att_path path_now(void) {
     static int warned;
     const char *e = getenv("TYCHO_CUDA_ATTENTION");
@@ -152,7 +152,9 @@ static att_path path_now(void) {
     if (!strcmp(e, "rows")) return ATT_PATH_ROWS;
     if (!strcmp(e, "split")) return ATT_PATH_SPLIT;
     if (!strcmp(e, "gemm")) return ATT_PATH_GEMM;
-    if (!warned) fprintf(stderr, "tycho cuda: TYCHO_CUDA_ATTENTION=%s: expected rows, split, gemm or tc; using tc\n", e);
+    if (!strcmp(e, "flash")) return ATT_PATH_FLASH;
+    if (!warned)
+        fprintf(stderr, "tycho cuda: TYCHO_CUDA_ATTENTION=%s: expected rows, split, gemm, flash or tc; using tc\n", e);
     warned = 1;
     return ATT_PATH_TC;
 }
@@ -198,7 +200,7 @@ void cuda_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_laye
     int n_rest = 0, rest_keys = 0;
     size_t tc_floats = 0;
     for (int s = 0; s < S; s++) {
-        int tc = (path == ATT_PATH_TC || path == ATT_PATH_GEMM) && count[s] >= min_rows && consecutive[s] && keys[s] > 0;
+        int tc = path >= ATT_PATH_GEMM && count[s] >= min_rows && consecutive[s] && keys[s] > 0;
         if (!tc) {
             count[s] = -count[s];  // marks it for the row kernel
             continue;
@@ -228,8 +230,9 @@ void cuda_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_laye
             att_gather(c, kd, vd, kv, W, d.page_off, d.pages, s, nk);
             const float *qd = (const float *)q.data + (int64_t)f0 * q.stride;
             float *od = (float *)out.data + (int64_t)f0 * out.stride;
-            if (path == ATT_PATH_TC && att_flash(c, od, out.stride, qd, q.stride, kd, W, vd, W, n, nk, n_heads,
-                                                 n_kv_heads, head_dim, scale, d.visible + f0, 1))
+            int flash = path == ATT_PATH_FLASH || (path == ATT_PATH_TC && att_flash_wins(n, 1));
+            if (flash && att_flash(c, od, out.stride, qd, q.stride, kd, W, vd, W, n, nk, n_heads, n_kv_heads, head_dim,
+                                   scale, d.visible + f0, 1))
                 continue;
             if (!att_gemm(c, plans, scores, att_gemm_scratch(n, nk, n_heads), od, out.stride, qd, q.stride, kd, W, vd,
                           W, n, nk, n_heads, n_kv_heads, head_dim, scale, d.visible + f0))
@@ -249,8 +252,9 @@ void cuda_attention_dense(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor 
     if (R == 0 || n_heads == 0) return;
     att_path path = path_now();
     att_keys src = {(const float *)k.data, (const float *)v.data, k.stride, v.stride, NULL, NULL, NULL, NULL, 0, group};
-    if ((path == ATT_PATH_TC || path == ATT_PATH_GEMM) && R % group == 0) {
-        if (path == ATT_PATH_TC && att_flash(c, (float *)out.data, out.stride, (const float *)q.data, q.stride,
+    if (path >= ATT_PATH_GEMM && R % group == 0) {
+        int flash = path == ATT_PATH_FLASH || (path == ATT_PATH_TC && att_flash_wins(group, R / group));
+        if (flash && att_flash(c, (float *)out.data, out.stride, (const float *)q.data, q.stride,
                                              (const float *)k.data, k.stride, (const float *)v.data, v.stride, group,
                                              group, n_heads, n_heads, head_dim, scale, NULL, R / group))
             return;

@@ -14,7 +14,8 @@ typedef enum {
     ATT_PATH_ROWS,   // "rows": the first kernel, a block per (row, head), everywhere (exact f32)
     ATT_PATH_SPLIT,  // "split": the f32 row kernel, keys split across blocks when rows are few
     ATT_PATH_GEMM,   // "gemm": TF32 GEMMs + softmax for dense groups and prefill sequences, split rows elsewhere
-    ATT_PATH_TC,     // "tc" (default): as gemm, with the fused kernel where it applies
+    ATT_PATH_FLASH,  // "flash": as gemm, with the fused kernel wherever it applies
+    ATT_PATH_TC,     // "tc" (default): as gemm, with the fused kernel where it measured faster (att_flash_wins)
 } att_path;
 
 // A sequence takes the tensor-core path when this forward has at least this many of its
@@ -70,6 +71,8 @@ int att_gemm(cuda_backend *c, att_gemm_plans *plans, float *scores, size_t score
 // kernel, for `groups` groups at once: group z's rows are q/out rows [z*nq, (z+1)*nq) and
 // its keys k/v rows [z*nk, (z+1)*nk). Returns 0, having launched nothing, where it does not
 // apply (head_dim other than 64 and 72, key rows not 16-byte aligned).
+// Where the fused kernel beats the GEMM path (measured, NOTES.md): nq rows per group.
+int att_flash_wins(int nq, int groups);
 int att_flash(cuda_backend *c, float *out, int64_t os, const float *q, int64_t qs, const float *k, int64_t ks,
               const float *v, int64_t vs, int nq, int nk, int n_heads, int n_kv_heads, int hd, float scale,
               const int32_t *visible, int groups);
