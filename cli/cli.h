@@ -14,6 +14,7 @@ int cmd_detect(int argc, char **argv);
 int cmd_point(int argc, char **argv);
 int cmd_batch(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 // Prints "tycho <cmd>: <message>" on stderr and returns 1.
 int cli_fail(const char *cmd, const ty_err *err);

@@ -16,6 +16,8 @@ static const struct {
                          "                                   JSON lines of API requests -> one result line each, in order"},
     {"serve", cmd_serve, "serve --model M [--host 127.0.0.1] [--port 2020] [--api-key K]\n"
                          "                                   HTTP server: Moondream API + OpenAI chat (serve --help)"},
+    {"bench", cmd_bench, "bench --model md2|md3|DIR [--mode direct|cot] [--batch 1,4,16,64] [--json]\n"
+                         "                                   the benchmark workload through the engine (bench --help)"},
     {"tokenize", cmd_tokenize, "tokenize --tokenizer FILE.json   JSON lines {\"text\"} on stdin -> {\"ids\",\"decoded\"}"},
     {"preprocess", cmd_preprocess, "preprocess IMAGE --out DIR        tiling and crops of an image"},
     {"inspect", cmd_inspect, "inspect MODEL [--values N]        list the tensors of a safetensors checkpoint"},

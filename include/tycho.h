@@ -114,6 +114,8 @@ typedef struct {
     uint64_t input_tokens, output_tokens;
     uint64_t steps;                           // forward steps run
     int page_size, max_batch_size;
+    int64_t device_memory_used;               // bytes in use on the GPU (all of it, by any process: cudaMemGetInfo),
+    int64_t device_memory_total;              // and its size; both 0 when the backend cannot tell (the CPU)
 } tycho_engine_stats;
 
 TYCHO_API void tycho_engine_get_stats(tycho_engine *e, tycho_engine_stats *s);

@@ -89,6 +89,8 @@ class EngineStats(ctypes.Structure):
         ("steps", ctypes.c_uint64),
         ("page_size", ctypes.c_int),
         ("max_batch_size", ctypes.c_int),
+        ("device_memory_used", ctypes.c_int64),
+        ("device_memory_total", ctypes.c_int64),
     ]
 
 

@@ -95,6 +95,14 @@ static void publish_stats(tycho_engine *e) {
     st.steps = s->stats.steps;
     st.page_size = s->pool.page_size;
     st.max_batch_size = s->max_batch;
+    // Device memory (CUDA: cudaMemGetInfo) at most every 100 ms: a step can be shorter than the call.
+    double now = sched_now_ms();
+    if (e->be->ops->memory && (!e->t_memory || now - e->t_memory >= 100.0)) {
+        e->be->ops->memory(e->be, &e->memory_used, &e->memory_total);
+        e->t_memory = now;
+    }
+    st.device_memory_used = (int64_t)e->memory_used;
+    st.device_memory_total = (int64_t)e->memory_total;
     pthread_mutex_lock(&e->mu);
     e->sched_waiting = st.waiting;
     st.waiting += e->n_incoming;
@@ -199,8 +207,15 @@ static ty_status parse_device(const char *device, int *gpu, ty_err *err) {
 }
 
 ty_status engine_init(tycho_engine **out, const tycho_options *o, ty_err *err) {
+    return engine_init_source(out, o, NULL, err);
+}
+
+ty_status engine_init_source(tycho_engine **out, const tycho_options *o, const engine_model_source *src, ty_err *err) {
     *out = NULL;
-    if (!o || !o->model || !*o->model) return ty_err_set(err, TY_E_ARG, "options.model is required");
+    const engine_model_source *mem = src && src->checkpoint ? src : NULL;  // else o->model, loaded as usual
+    if (mem && (!o || !mem->cfg || !mem->tokenizer || !mem->name))
+        return ty_err_set(err, TY_E_ARG, "a model in memory needs a config, a tokenizer and a name");
+    if (!mem && (!o || !o->model || !*o->model)) return ty_err_set(err, TY_E_ARG, "options.model is required");
     int gpu = -1;  // -1: the CPU
     ty_status s = parse_device(o->device, &gpu, err);
     if (s != TY_OK) return s;
@@ -216,13 +231,19 @@ ty_status engine_init(tycho_engine **out, const tycho_options *o, ty_err *err) {
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->wake, NULL);
     e->max_queue = o->max_queue ? o->max_queue : DEFAULT_MAX_QUEUE;
-    hub_paths paths;
-    s = hub_resolve(o->model, &paths, err);
+    hub_paths paths = {0};
+    e->ignore_eos = src && src->ignore_eos;
+    s = mem ? TY_OK : hub_resolve(o->model, &paths, err);
     if (s == TY_OK) s = image_init(err);
     if (s == TY_OK) s = gpu < 0 ? backend_cpu_init(&e->be, o->threads, err) : backend_cuda_init(&e->be, gpu, err);
     if (s == TY_OK && bf16) backend_cuda_set_bf16_activations(e->be, 1);
-    if (s == TY_OK) s = md_model_init(&e->m, paths.model_dir, e->be, err);
-    if (s == TY_OK) s = tokenizer_init_from_file(&e->tok, paths.tokenizer, err);
+    if (s == TY_OK && mem) {
+        s = md_model_init_memory(&e->m, mem->cfg, mem->checkpoint, mem->checkpoint_len, e->be, err);
+        if (s == TY_OK) s = tokenizer_init_from_file(&e->tok, mem->tokenizer, err);
+    } else if (s == TY_OK) {
+        s = md_model_init(&e->m, paths.model_dir, e->be, err);
+        if (s == TY_OK) s = tokenizer_init_from_file(&e->tok, paths.tokenizer, err);
+    }
     if (s == TY_OK) {
         const md_text_config *c = &e->m->cfg.text;
         int page_size = o->page_size ? o->page_size : DEFAULT_PAGE_SIZE;
@@ -242,7 +263,7 @@ ty_status engine_init(tycho_engine **out, const tycho_options *o, ty_err *err) {
         else if (n_pages < 1 || n_pages > INT32_MAX / page_size)
             s = ty_err_set(err, TY_E_ARG, "the KV budget gives %lld pages of %d positions: need at least one",
                            (long long)n_pages, page_size);
-        e->model_key = model_fingerprint(e->m, paths.model_dir);
+        e->model_key = model_fingerprint(e->m, mem ? mem->name : paths.model_dir);
         sched_options so = {.n_pages = (int)n_pages, .page_size = page_size, .max_batch = max_batch,
                             .max_rows = o->max_batch_tokens ? o->max_batch_tokens : DEFAULT_MAX_ROWS,
                             .use_cache = o->prefix_cache};

@@ -15,6 +15,20 @@
 #include "model/moondream.h"
 #include "tycho.h"
 
+// What tycho bench asks beyond tycho_options. With a checkpoint, the model
+// comes from memory instead of options.model (random weights): the config, a
+// safetensors image (borrowed: it must outlive the engine), a tokenizer.json
+// path and a name. ignore_eos: answers run to max_tokens whatever they sample
+// (vLLM's ignore_eos), so a benchmark's token counts are exact.
+typedef struct {
+    const md_config *cfg;
+    const uint8_t *checkpoint;
+    size_t checkpoint_len;
+    const char *tokenizer;
+    const char *name;  // seeds the model fingerprint (image keys)
+    int ignore_eos;
+} engine_model_source;
+
 struct tycho_engine {
     ty_backend *be;
     md_model *m;
@@ -35,6 +49,9 @@ struct tycho_engine {
     tycho_request *inflight;       // in the scheduler
     tycho_engine_stats counters;   // request and token counters
     _Atomic uint64_t seed_counter;
+    int ignore_eos;         // engine_model_source.ignore_eos (set at init, read by tycho_submit)
+    double t_memory;        // when device memory was last asked (sched_now_ms)
+    size_t memory_used, memory_total;
 };
 
 struct tycho_request {
@@ -57,6 +74,8 @@ struct tycho_request {
 };
 
 ty_status engine_init(tycho_engine **out, const tycho_options *o, ty_err *err);
+// engine_init with src's settings and, when src->checkpoint is set, its model (o->model is then ignored).
+ty_status engine_init_source(tycho_engine **out, const tycho_options *o, const engine_model_source *src, ty_err *err);
 void engine_free(tycho_engine *e);
 // Queues a prepared request (skill built, image decoded, seq filled in).
 ty_status engine_submit(tycho_engine *e, tycho_request *r, ty_err *err);

@@ -207,6 +207,7 @@ tycho_status tycho_submit(tycho_engine *e, const tycho_request_params *p, tycho_
         skill_params sp;
         s = to_skill_params(p, has_image, &sp, &te);
         sp.seed = p->has_seed ? p->seed : fresh_seed(e);
+        sp.ignore_eos = e->ignore_eos;
         if (s == TY_OK) s = skill_init(&r->sk, e->m, e->tok, &sp, start, p->on_text, p->user, &te);
         if (s == TY_OK && skill_requested_positions(r->sk) > e->m->cfg.text.max_context)
             s = ty_err_set(&te, TY_E_LIMIT,

@@ -43,6 +43,7 @@ typedef struct {
     float top_p;               // (0, 1]
     uint64_t seed;
     int max_objects;           // >= 1
+    int ignore_eos;            // answers run to max_tokens: EOS is streamed like any token (benchmarks)
 } skill_params;
 
 // Defaults of the reference: 768 tokens, temperature 0.5, top_p 0.3, 50 objects.

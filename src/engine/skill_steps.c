@@ -6,15 +6,15 @@
 
 #include "engine/skill_impl.h"
 
-// Answer phase: stop at EOS or max_tokens, else stream the token and feed it.
+// Answer phase: stop at EOS (unless ignore_eos) or max_tokens, else stream the token and feed it.
 ty_status skill_go_answer(skill_request *r, ty_err *err) {
     const md_tokenizer_config *t = &r->m->cfg.tok;
-    if (r->next == t->eos_id || r->generated >= r->p.max_tokens) {
+    if ((r->next == t->eos_id && !r->p.ignore_eos) || r->generated >= r->p.max_tokens) {
         const char *chunk;
         size_t len;
         ty_status s = text_stream_flush(&r->answer, &chunk, &len, err);
         if (s == TY_OK) skill_emit_text(r, chunk, len);
-        skill_finish_as(r, r->next == t->eos_id ? FINISH_STOP : FINISH_LENGTH);
+        skill_finish_as(r, r->next == t->eos_id && !r->p.ignore_eos ? FINISH_STOP : FINISH_LENGTH);
         return s;
     }
     const char *chunk;

@@ -1,0 +1,549 @@
+// tycho bench: the workload of the project's benchmark spec (shared
+// docs/benchmark.md) through the engine: the scheduler with continuous
+// batching and the prefix cache, requests submitted with the C API.
+//
+//   tycho bench --model md2|md3|DIR [--shape real|tiny] [--layers N] [--tokenizer FILE] [--mode direct|cot]
+//               [--image-size 800x600] [--batch 1,4,16,64] [--requests N] [--warmup N] [--device cpu|cuda[:N]]
+//               [--threads N] [--seed S] [--kv-pages N] [--max-batch-tokens N] [--json]
+//
+// md2 / md3: random weights at the real widths (src/model/random_weights.h),
+// made in memory at start-up; DIR: a real model directory. Per batch size,
+// one fresh engine (fresh prefix cache): warm-up requests on their own images,
+// then every request submitted at once. Questions come 5 per 3 images (images
+// 0 and 1 of every three get two, asked back to back); pixels are random,
+// distinct per image, submitted as raw RGB (no decoding is timed). Each
+// request is a query without reasoning, greedy, that generates exactly 3
+// (direct) or 30 (cot) tokens: the engine is told to ignore EOS. With random
+// weights reasoning output is noise (coordinate tokens at random, the answer
+// token almost never), so CoT is measured as 30 plain answer tokens.
+//
+// Reported: req/s (completed / wall time from the first submit to the last
+// completion), P50/P99 engine latency (prefill start to last token, queue
+// excluded), P50 time to first token (queue included), output tokens/s, GPU
+// memory in use (cudaMemGetInfo, highest seen) or the process's peak RSS on
+// the CPU. Exit status 1 when any request fails or generates another count.
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/engine.h"
+#include "cli/cli.h"
+#include "model/random_weights.h"
+#include "tycho.h"
+
+#ifdef TYCHO_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#define BENCH_MAX_BATCHES 16
+#define BENCH_TOKENIZER "tests/data/golden/tokenizer/gpt2.json"
+
+typedef struct {
+    const char *model;      // "md2", "md3" or a directory
+    int random;             // md2 / md3
+    md_arch arch;
+    md_random_size size;
+    int layers;             // 0: the real count
+    const char *tokenizer;  // random models only
+    const char *mode;       // "direct" | "cot"
+    int tokens;             // generated per request: 3 | 30
+    int width, height;
+    int batches[BENCH_MAX_BATCHES], n_batches;
+    int requests, warmup;   // requests 0: per batch, max(50, 4 x batch)
+    const char *device;
+    int threads, kv_pages, max_batch_tokens, json;
+    uint64_t seed;
+} bench_args;
+
+typedef struct {
+    int batch, requests;
+    double wall_s, req_per_s, tokens_per_s;
+    double lat_p50, lat_p99, ttft_p50;  // ms
+    long long output_tokens, prefix_hits, vision_images, steps;
+    double mem_used_mb, mem_total_mb, peak_rss_mb;
+    int failed, wrong_count;
+} bench_result;
+
+// The fixed instruction (31 GPT-2 tokens) before every question (10-13 tokens each, with the space).
+static const char *const BENCH_PREFIX =
+    "Look at the chart carefully and answer the question below with a single word or number only. "
+    "Do not explain, and do not add any units. Question:";
+static const char *const BENCH_QUESTIONS[] = {
+    "What is the value of the tallest bar in the 2019 group?",
+    "Which country had the highest share of renewable energy in 2020?",
+    "How many categories have a value greater than forty percent?",
+    "What is the difference between the largest and smallest values shown?",
+    "In which year did the blue line reach its lowest point?",
+    "What percentage of respondents said they were very satisfied?",
+    "Is the value for March higher than the value for April?",
+    "What is the sum of the two smallest segments of the pie?",
+};
+
+static int usage_error(const char *fmt, const char *a, const char *b) {
+    fprintf(stderr, "tycho bench: ");
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, " (tycho bench --help)\n");
+    return 2;
+}
+
+static void bench_usage(FILE *f) {
+    fprintf(f,
+            "usage: tycho bench --model md2|md3|DIR [options]\n"
+            "  --model md2|md3   random weights at the real widths, made in memory (md2 3.9 GB, md3 18.5 GB)\n"
+            "  --model DIR       a real model directory (as for the other commands)\n"
+            "  --shape real|tiny widths of a random model (tiny: seconds on a CPU, for tests; default real)\n"
+            "  --layers N        text layers of a random model (default: the real 24)\n"
+            "  --tokenizer FILE  tokenizer.json of a random model (default: %s, relative to the working\n"
+            "                    directory or to the source tree above the binary)\n"
+            "  --mode direct|cot exactly 3 (direct) or 30 (cot) generated tokens per query, EOS ignored; cot is\n"
+            "                    plain generation, not reasoning=True (random weights reason in noise)\n"
+            "  --image-size WxH  random RGB images (default 800x600: 2x4 tiles, 9 crops; 378x378: 2 crops)\n"
+            "  --batch LIST      engine max batch sizes, one fresh engine each (default 1,4,16,64)\n"
+            "  --requests N      measured requests per batch size (default max(50, 4 x batch))\n"
+            "  --warmup N        requests on other images before measuring, not counted (default 4)\n"
+            "  --device D        cpu, cuda or cuda:N (default cpu); --threads N CPU threads (default all)\n"
+            "  --seed S          weights and pixels (default 1)\n"
+            "  --kv-pages N      KV pages (default: room for batch + 8 requests)\n"
+            "  --max-batch-tokens N  rows per forward step (engine default 2048)\n"
+            "  --json            one JSON object per batch size instead of the table\n",
+            BENCH_TOKENIZER);
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+// "1,4,16,64": every field a number in [1, 4096], none empty.
+static int parse_batches(const char *s, bench_args *a) {
+    a->n_batches = 0;
+    for (const char *p = s;; p++) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char field[16];
+        long v;
+        if (!n || n >= sizeof field || a->n_batches == BENCH_MAX_BATCHES) return -1;
+        memcpy(field, p, n);
+        field[n] = '\0';
+        if (parse_long(field, 1, 4096, &v)) return -1;
+        a->batches[a->n_batches++] = (int)v;
+        if (!comma) return 0;
+        p = comma;
+    }
+}
+
+// Returns -1 when the arguments are good, else the exit status (help: 0, errors: 2).
+static int bench_parse_args(int argc, char **argv, bench_args *a) {
+    *a = (bench_args){.size = MD_RANDOM_REAL, .mode = "direct", .tokens = 3, .width = 800, .height = 600,
+                      .batches = {1, 4, 16, 64}, .n_batches = 4, .warmup = 4, .device = "cpu", .seed = 1};
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            bench_usage(stdout);
+            return 0;
+        }
+        if (!strcmp(o, "--json")) {
+            a->json = 1;
+            continue;
+        }
+        if (strncmp(o, "--", 2)) return usage_error("unexpected argument '%s'%s", o, "");
+        if (!v) return usage_error("%s needs a value%s", o, "");
+        i++;
+        long n = 0;
+        int bad = 0;
+        if (!strcmp(o, "--model")) a->model = v;
+        else if (!strcmp(o, "--tokenizer")) a->tokenizer = v;
+        else if (!strcmp(o, "--device")) a->device = v;
+        else if (!strcmp(o, "--shape")) {
+            bad = strcmp(v, "real") && strcmp(v, "tiny");
+            a->size = !strcmp(v, "tiny") ? MD_RANDOM_TINY : MD_RANDOM_REAL;
+        } else if (!strcmp(o, "--mode")) {
+            bad = strcmp(v, "direct") && strcmp(v, "cot");
+            a->mode = v;
+            a->tokens = !strcmp(v, "cot") ? 30 : 3;
+        } else if (!strcmp(o, "--image-size")) {
+            char *x = strchr(v, 'x'), w[16];
+            long h = 0, wd = 0;
+            bad = !x || x - v >= (long)sizeof w;
+            if (!bad) {
+                memcpy(w, v, (size_t)(x - v));
+                w[x - v] = '\0';
+                bad = parse_long(w, 1, 10000, &wd) || parse_long(x + 1, 1, 10000, &h);
+            }
+            a->width = (int)wd, a->height = (int)h;
+        } else if (!strcmp(o, "--batch")) bad = parse_batches(v, a);
+        else if (!strcmp(o, "--layers")) bad = parse_long(v, 1, 256, &n) || (a->layers = (int)n, 0);
+        else if (!strcmp(o, "--requests")) bad = parse_long(v, 1, 1000000, &n) || (a->requests = (int)n, 0);
+        else if (!strcmp(o, "--warmup")) bad = parse_long(v, 0, 100000, &n) || (a->warmup = (int)n, 0);
+        else if (!strcmp(o, "--threads")) bad = parse_long(v, 1, 1024, &n) || (a->threads = (int)n, 0);
+        else if (!strcmp(o, "--kv-pages")) bad = parse_long(v, 1, 1 << 30, &n) || (a->kv_pages = (int)n, 0);
+        else if (!strcmp(o, "--max-batch-tokens")) bad = parse_long(v, 730, 1 << 20, &n) || (a->max_batch_tokens = (int)n, 0);
+        else if (!strcmp(o, "--seed")) bad = parse_long(v, 0, LONG_MAX, &n) || (a->seed = (uint64_t)n, 0);
+        else return usage_error("unknown option %s%s", o, "");
+        if (bad) return usage_error("invalid value '%s' for %s", v, o);
+    }
+    if (!a->model) return usage_error("--model md2|md3|DIR is required%s%s", "", "");
+    const char *d = a->device;
+    long gpu;
+    if (strcmp(d, "cpu") && strcmp(d, "cuda") && (strncmp(d, "cuda:", 5) || parse_long(d + 5, 0, 1024, &gpu)))
+        return usage_error("--device '%s': expected cpu, cuda or cuda:N%s", d, "");
+    a->random = !strcmp(a->model, "md2") || !strcmp(a->model, "md3");
+    a->arch = !strcmp(a->model, "md3") ? MD_ARCH_MD3 : MD_ARCH_MD2;
+    if (!a->random && (a->layers || a->size != MD_RANDOM_REAL || a->tokenizer))
+        return usage_error("--shape, --layers and --tokenizer are for the random models md2 and md3%s%s", "", "");
+    return -1;
+}
+
+// ---- the workload --------------------------------------------------------------------
+
+static uint64_t bench_mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// Random pixels of image `index` (h, w, 3), 8 bytes per draw.
+static void bench_fill_image(uint8_t *rgb, size_t n, uint64_t seed, uint64_t index) {
+    uint64_t x = bench_mix(seed ^ bench_mix(index + 1));
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t r = bench_mix(x += 0x9e3779b97f4a7c15ull);
+        size_t k = n - i < 8 ? n - i : 8;
+        memcpy(rgb + i, &r, k);
+    }
+}
+
+// Request i of a run asks about image image_of(i): 5 questions per 3 images,
+// the first two images of each three asked twice, back to back.
+static int bench_image_of(int i) {
+    static const int slot[5] = {0, 0, 1, 1, 2};
+    return 3 * (i / 5) + slot[i % 5];
+}
+
+static double bench_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+// Nearest-rank percentile of sorted v.
+static double percentile(const double *v, int n, double p) {
+    int k = (int)ceil(p / 100.0 * n) - 1;
+    return v[k < 0 ? 0 : k >= n ? n - 1 : k];
+}
+
+typedef struct {
+    uint8_t **images;  // (n_images) (height, width, 3) each
+    int n_images;
+    tycho_request **reqs;  // (n)
+    int n;
+} bench_batch;
+
+static void bench_batch_free(bench_batch *b) {
+    for (int i = 0; i < b->n; i++) tycho_request_free(b->reqs[i]);
+    for (int i = 0; i < b->n_images; i++) free(b->images[i]);
+    free(b->images);
+    free(b->reqs);
+    memset(b, 0, sizeof *b);
+}
+
+// n requests on images first_image.. (made before anything is timed).
+static int bench_batch_init(bench_batch *b, const bench_args *a, int n, uint64_t first_image) {
+    memset(b, 0, sizeof *b);
+    b->n_images = n ? bench_image_of(n - 1) + 1 : 0;
+    size_t bytes = (size_t)a->width * a->height * 3;
+    b->images = calloc((size_t)b->n_images + 1, sizeof *b->images);
+    b->reqs = calloc((size_t)n + 1, sizeof *b->reqs);
+    if (!b->images || !b->reqs) return -1;
+    for (int i = 0; i < b->n_images; i++) {
+        if (!(b->images[i] = malloc(bytes))) return -1;
+        bench_fill_image(b->images[i], bytes, a->seed, first_image + (uint64_t)i);
+    }
+    b->n = n;
+    return 0;
+}
+
+// Submits every request at once (the queue holds them all).
+static int bench_submit(tycho_engine *e, const bench_args *a, bench_batch *b) {
+    for (int i = 0; i < b->n; i++) {
+        tycho_request_params p;
+        tycho_request_params_default(&p, TYCHO_SKILL_QUERY);
+        char question[512];
+        snprintf(question, sizeof question, "%s %s", BENCH_PREFIX,
+                 BENCH_QUESTIONS[i % (sizeof BENCH_QUESTIONS / sizeof BENCH_QUESTIONS[0])]);
+        p.question = question;
+        p.image_rgb = b->images[bench_image_of(i)];
+        p.image_width = a->width;
+        p.image_height = a->height;
+        p.max_tokens = a->tokens;
+        p.temperature = 0.0f;
+        p.has_seed = 1;
+        p.seed = a->seed;
+        tycho_error err;
+        if (tycho_submit(e, &p, &b->reqs[i], &err) != TYCHO_OK) {
+            fprintf(stderr, "tycho bench: request %d: %s\n", i, err.message);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+// Waits for every request, noting the highest device memory in use meanwhile.
+static void bench_wait(tycho_engine *e, bench_batch *b, double *mem_used, double *mem_total) {
+    for (int i = 0; i < b->n; i++) {
+        tycho_error err;
+        while (tycho_wait(b->reqs[i], 20, &err) == TYCHO_E_TIMEOUT) {
+            tycho_engine_stats st;
+            tycho_engine_get_stats(e, &st);
+            if (st.device_memory_used > *mem_used) *mem_used = (double)st.device_memory_used;
+            *mem_total = (double)st.device_memory_total;
+        }
+    }
+}
+
+// KV pages for batch requests running plus 8 more (cached image prefixes, admission slack).
+static int bench_kv_pages(const bench_args *a, int batch, const tycho_options *o) {
+    if (a->kv_pages) return a->kv_pages;
+    int page = o->page_size ? o->page_size : 16;
+    int positions = 730 + 128 + a->tokens + 1;  // BOS + image, prompt (at most 128 tokens), answer
+    return (batch + 8) * ((positions + page - 1) / page);
+}
+
+static int bench_run(const bench_args *a, const engine_model_source *src, int batch, bench_result *res) {
+    memset(res, 0, sizeof *res);
+    res->batch = batch;
+    res->requests = a->requests ? a->requests : batch * 4 > 50 ? batch * 4 : 50;
+    tycho_options o;
+    tycho_options_default(&o);
+    o.model = a->model;
+    o.device = a->device;
+    o.threads = a->threads;
+    o.max_batch_size = batch;
+    o.max_batch_tokens = a->max_batch_tokens;
+    o.kv_cache_pages = bench_kv_pages(a, batch, &o);
+    o.max_queue = res->requests + a->warmup + 16;
+    tycho_engine *e = NULL;
+    ty_err err = {0};
+    if (engine_init_source(&e, &o, src, &err) != TY_OK) return cli_fail("bench", &err);
+    bench_batch warm = {0}, run = {0};
+    int rc = 1;
+    double mem_used = 0, mem_total = 0;
+    // Warm-up images are numbered far above the measured ones: nothing is cached for the run.
+    if (bench_batch_init(&warm, a, a->warmup, (uint64_t)1 << 40) || bench_batch_init(&run, a, res->requests, 0)) {
+        fprintf(stderr, "tycho bench: out of memory for the images\n");
+        goto done;
+    }
+    if (bench_submit(e, a, &warm)) goto done;
+    bench_wait(e, &warm, &mem_used, &mem_total);
+    tycho_engine_stats before;
+    tycho_engine_get_stats(e, &before);
+    double t0 = bench_now_s();
+    if (bench_submit(e, a, &run)) goto done;
+    bench_wait(e, &run, &mem_used, &mem_total);
+    res->wall_s = bench_now_s() - t0;
+    tycho_engine_stats after;
+    tycho_engine_get_stats(e, &after);
+    double *lat = malloc((size_t)run.n * sizeof *lat), *ttft = malloc((size_t)run.n * sizeof *ttft);
+    if (!lat || !ttft) {
+        free(lat);
+        free(ttft);
+        goto done;
+    }
+    for (int i = 0; i < run.n; i++) {
+        tycho_error rerr;
+        tycho_metrics m;
+        tycho_request_metrics(run.reqs[i], &m);
+        if (tycho_wait(run.reqs[i], 0, &rerr) != TYCHO_OK) {
+            if (!res->failed++) fprintf(stderr, "tycho bench: request %d failed: %s\n", i, rerr.message);
+        } else if (m.output_tokens != a->tokens) {
+            if (!res->wrong_count++)
+                fprintf(stderr, "tycho bench: request %d generated %d tokens, not %d\n", i, m.output_tokens, a->tokens);
+        }
+        lat[i] = m.prefill_time_ms + m.decode_time_ms;
+        ttft[i] = m.ttft_ms;
+        res->output_tokens += m.output_tokens;
+    }
+    qsort(lat, (size_t)run.n, sizeof *lat, cmp_double);
+    qsort(ttft, (size_t)run.n, sizeof *ttft, cmp_double);
+    res->lat_p50 = percentile(lat, run.n, 50);
+    res->lat_p99 = percentile(lat, run.n, 99);
+    res->ttft_p50 = percentile(ttft, run.n, 50);
+    free(lat);
+    free(ttft);
+    res->req_per_s = run.n / res->wall_s;
+    res->tokens_per_s = (double)res->output_tokens / res->wall_s;
+    res->prefix_hits = (long long)(after.prefix_hits - before.prefix_hits);
+    res->vision_images = (long long)(after.vision_images - before.vision_images);
+    res->steps = (long long)(after.steps - before.steps);
+    res->mem_used_mb = mem_used > (double)after.device_memory_used ? mem_used / 1048576.0
+                                                                   : (double)after.device_memory_used / 1048576.0;
+    res->mem_total_mb = (mem_total ? mem_total : (double)after.device_memory_total) / 1048576.0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    res->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
+    rc = res->failed || res->wrong_count ? 1 : 0;
+done:
+    bench_batch_free(&warm);
+    bench_batch_free(&run);
+    tycho_engine_free(e);
+    return rc;
+}
+
+// ---- reporting ---------------------------------------------------------------------
+
+// "NVIDIA H100 80GB HBM3, driver 13.0" or the CPU's model name; "" when unknown.
+static void bench_device_name(const char *device, char *out, size_t cap) {
+    out[0] = '\0';
+    if (!strncmp(device, "cuda", 4)) {
+#ifdef TYCHO_CUDA
+        int gpu = device[4] == ':' ? atoi(device + 5) : 0, driver = 0;
+        struct cudaDeviceProp prop;
+        if (cudaGetDeviceProperties(&prop, gpu) == cudaSuccess) {
+            cudaDriverGetVersion(&driver);
+            snprintf(out, cap, "%s, driver %d.%d", prop.name, driver / 1000, driver % 1000 / 10);
+        }
+#endif
+        return;
+    }
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) || !colon) continue;
+        colon += 1 + (colon[1] == ' ');
+        colon[strcspn(colon, "\n")] = '\0';
+        snprintf(out, cap, "%s, %ld cores", colon, sysconf(_SC_NPROCESSORS_ONLN));
+        break;
+    }
+    if (f) fclose(f);
+}
+
+static void bench_print_json(const bench_args *a, const char *device_name, int64_t params, const bench_result *r) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return;
+    cJSON_AddStringToObject(o, "model", a->model);
+    cJSON_AddStringToObject(o, "weights", a->random ? "random" : "checkpoint");
+    if (a->random) cJSON_AddStringToObject(o, "shape", a->size == MD_RANDOM_TINY ? "tiny" : "real");
+    if (params) cJSON_AddNumberToObject(o, "parameters", (double)params);
+    cJSON_AddStringToObject(o, "device", a->device);
+    cJSON_AddStringToObject(o, "device_name", device_name);
+    cJSON_AddStringToObject(o, "mode", a->mode);
+    char size[32];
+    snprintf(size, sizeof size, "%dx%d", a->width, a->height);
+    cJSON_AddStringToObject(o, "image_size", size);
+    cJSON_AddNumberToObject(o, "batch", r->batch);
+    cJSON_AddNumberToObject(o, "requests", r->requests);
+    cJSON_AddNumberToObject(o, "requests_failed", r->failed);
+    cJSON_AddNumberToObject(o, "warmup", a->warmup);
+    cJSON_AddNumberToObject(o, "tokens_per_request", a->tokens);
+    cJSON_AddNumberToObject(o, "output_tokens", (double)r->output_tokens);
+    cJSON_AddNumberToObject(o, "wall_s", r->wall_s);
+    cJSON_AddNumberToObject(o, "req_per_s", r->req_per_s);
+    cJSON_AddNumberToObject(o, "latency_p50_ms", r->lat_p50);
+    cJSON_AddNumberToObject(o, "latency_p99_ms", r->lat_p99);
+    cJSON_AddNumberToObject(o, "ttft_p50_ms", r->ttft_p50);
+    cJSON_AddNumberToObject(o, "tokens_per_s", r->tokens_per_s);
+    cJSON_AddNumberToObject(o, "prefix_hits", (double)r->prefix_hits);
+    cJSON_AddNumberToObject(o, "vision_images", (double)r->vision_images);
+    cJSON_AddNumberToObject(o, "steps", (double)r->steps);
+    cJSON_AddNumberToObject(o, "device_memory_used_mb", r->mem_used_mb);
+    cJSON_AddNumberToObject(o, "device_memory_total_mb", r->mem_total_mb);
+    cJSON_AddNumberToObject(o, "peak_rss_mb", r->peak_rss_mb);
+    char *s = cJSON_PrintUnformatted(o);
+    if (s) printf("%s\n", s);
+    fflush(stdout);
+    free(s);
+    cJSON_Delete(o);
+}
+
+static void bench_print_header(const bench_args *a, const char *device_name, int64_t params) {
+    printf("tycho bench: %s", a->model);
+    if (a->random)
+        printf(" (random weights, %s shape, %.2f B parameters)", a->size == MD_RANDOM_TINY ? "tiny" : "real",
+               (double)params / 1e9);
+    printf(", %s, %d tokens, %dx%d images\n", a->mode, a->tokens, a->width, a->height);
+    printf("device: %s%s%s\n", a->device, device_name[0] ? ": " : "", device_name);
+    int gpu = !strncmp(a->device, "cuda", 4);
+    printf("%6s %8s %9s %9s %9s %10s %10s %11s\n", "batch", "requests", "req/s", "P50 ms", "P99 ms", "TTFT P50",
+           "tokens/s", gpu ? "GPU mem MB" : "peak RSS MB");
+    fflush(stdout);
+}
+
+static void bench_print_row(const bench_args *a, const bench_result *r) {
+    int gpu = !strncmp(a->device, "cuda", 4);
+    printf("%6d %8d %9.2f %9.2f %9.2f %10.2f %10.1f %11.0f\n", r->batch, r->requests, r->req_per_s, r->lat_p50,
+           r->lat_p99, r->ttft_p50, r->tokens_per_s, gpu ? r->mem_used_mb : r->peak_rss_mb);
+    fflush(stdout);
+}
+
+// ---- main --------------------------------------------------------------------------
+
+// The default tokenizer: relative to the working directory, else to the source
+// tree two levels above the binary (build/bin/tycho).
+static const char *bench_find_tokenizer(char *buf, size_t cap) {
+    if (access(BENCH_TOKENIZER, R_OK) == 0) return BENCH_TOKENIZER;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        for (int up = 0; up < 3; up++) {
+            char *slash = strrchr(exe, '/');
+            if (slash) *slash = '\0';
+        }
+        snprintf(buf, cap, "%s/%s", exe, BENCH_TOKENIZER);
+        if (access(buf, R_OK) == 0) return buf;
+    }
+    return BENCH_TOKENIZER;  // tokenizer_init_from_file then names the missing file
+}
+
+int cmd_bench(int argc, char **argv) {
+    bench_args a;
+    int rc = bench_parse_args(argc, argv, &a);
+    if (rc >= 0) return rc;
+    md_config cfg;
+    uint8_t *ckpt = NULL;
+    size_t len = 0;
+    int64_t params = 0;
+    char tok_path[PATH_MAX + 64];
+    engine_model_source src = {.ignore_eos = 1};
+    if (a.random) {
+        const char *tok = a.tokenizer ? a.tokenizer : bench_find_tokenizer(tok_path, sizeof tok_path);
+        if (access(tok, R_OK)) return usage_error("cannot read the tokenizer '%s' (--tokenizer FILE)%s", tok, "");
+        ty_err err = {0};
+        if (md_random_config(&cfg, a.arch, a.size, a.layers, &err) != TY_OK) return cli_fail("bench", &err);
+        double t0 = bench_now_s();
+        if (md_random_checkpoint(&cfg, a.seed, a.threads, &ckpt, &len, &err) != TY_OK) return cli_fail("bench", &err);
+        params = (int64_t)(len / 2);  // bf16; the header is a rounding error
+        fprintf(stderr, "tycho bench: %s random weights: %.2f GB in %.1f s\n", a.model, (double)len / 1e9,
+                bench_now_s() - t0);
+        src = (engine_model_source){.cfg = &cfg, .checkpoint = ckpt, .checkpoint_len = len, .ignore_eos = 1,
+                                    .tokenizer = tok, .name = a.model};
+    }
+    char device_name[300];
+    bench_device_name(a.device, device_name, sizeof device_name);
+    if (!a.json) bench_print_header(&a, device_name, params);
+    rc = 0;
+    for (int i = 0; i < a.n_batches && rc == 0; i++) {
+        bench_result r;
+        rc = bench_run(&a, &src, a.batches[i], &r);
+        if (r.wall_s > 0 && a.json) bench_print_json(&a, device_name, params, &r);
+        else if (r.wall_s > 0) bench_print_row(&a, &r);
+    }
+    md_random_checkpoint_free(ckpt, len);
+    return rc;
+}
