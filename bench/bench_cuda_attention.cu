@@ -182,10 +182,17 @@ int main(void) {
         bench_paged(label, 1, chunk[i], 730 + 20, st, 3, 24);
     }
     unsetenv("TYCHO_CUDA_ATTENTION_PREFILL_ROWS");
-    bench_paged("decode: batch 1, 800 keys (x24)", 1, 1, 800, f32, 2, 24);
-    bench_paged("decode: batch 1, 2000 keys (x24)", 1, 1, 2000, f32, 2, 24);
-    bench_paged("decode: batch 8, 800 keys (x24)", 8, 1, 800, f32, 2, 24);
-    bench_paged("decode: batch 32, 800 keys (x24)", 32, 1, 800, f32, 2, 24);
+    // Decode: split over keys until the launch has W blocks per SM (TYCHO_CUDA_ATTENTION_SPLIT_WAVES).
+    static const char *waves[] = {"1", "2", "4", "8"};
+    for (int w = 0; w < 4; w++) {
+        setenv("TYCHO_CUDA_ATTENTION_SPLIT_WAVES", waves[w], 1);
+        printf("split waves %s:\n", waves[w]);
+        bench_paged("decode: batch 1, 800 keys (x24)", 1, 1, 800, f32, 2, 24);
+        bench_paged("decode: batch 1, 2000 keys (x24)", 1, 1, 2000, f32, 2, 24);
+        bench_paged("decode: batch 8, 800 keys (x24)", 8, 1, 800, f32, 2, 24);
+        bench_paged("decode: batch 32, 800 keys (x24)", 32, 1, 800, f32, 2, 24);
+    }
+    unsetenv("TYCHO_CUDA_ATTENTION_SPLIT_WAVES");
     gpu->ops->free(gpu);
     return 0;
 }

@@ -177,8 +177,15 @@ static float round_to(float v, ty_dtype dt) {
 // cuBLASLt); 2 views at 16-byte offsets with other strides (x [4, 4 + k) of
 // (n, k + 12), y [4, 4 + m) of (n, m + 20)). The GPU keeps a cuBLASLt plan per
 // shape, strides and alignments: one shape under 0, 1 and 2 takes three plans.
+// split_x: the GPU's default for bf16 weights (matmul_split.cu): x is not
+// rounded but split into bf16 hi + lo, so the reference is over x itself and
+// the error is f32-sized (~2^-17 per input): 1e-5 against the CPU too. The
+// cases below without it set backend_cuda_set_bf16_activations(gpu, 1).
+static int split_x;
+
 static void check_matmul(int n, int k, int m, ty_dtype wdt, ty_dtype bdt, int with_bias, ty_activation a,
                          int strided) {
+    int exact = split_x && wdt == TY_DTYPE_BF16;
     void *wraw, *braw;
     float *wv, *bv;
     rand_stored(wdt, (size_t)m * k, 0.2f, &wraw, &wv);
@@ -200,18 +207,19 @@ static void check_matmul(int n, int k, int m, ty_dtype wdt, ty_dtype bdt, int wi
     for (int i = 0; i < n; i++)
         for (int j = 0; j < m; j++) {
             double s = 0;
-            for (int p = 0; p < k; p++) s += (double)round_to(x[(size_t)i * xw + xo + p], wdt) * wv[(size_t)j * k + p];
+            for (int p = 0; p < k; p++)
+                s += (double)round_to(x[(size_t)i * xw + xo + p], exact ? TY_DTYPE_F32 : wdt) * wv[(size_t)j * k + p];
             s += with_bias ? bv[bo + j] : 0;
             want[(size_t)i * m + j] = a == TY_ACT_GELU_TANH ? 0.5 * s * (1 + tanh(0.7978845608028654 * (s + 0.044715 * s * s * s)))
                                       : a == TY_ACT_GELU_ERF ? 0.5 * s * (1 + erf(s / sqrt(2.0)))
                                                              : s;
         }
-    double tol = wdt == TY_DTYPE_BF16 ? 5e-3 : wdt == TY_DTYPE_F16 ? 1e-3 : 1e-5;
+    double tol = exact ? 1e-5 : wdt == TY_DTYPE_BF16 ? 5e-3 : wdt == TY_DTYPE_F16 ? 1e-3 : 1e-5;
     double e_cpu = rel_err(hg, hc, (size_t)n * m), e_ref = rel_err_d(hg, want, (size_t)n * m);
     CHECK_MSG(e_cpu < tol && e_ref < 1e-5, "matmul %s n=%d k=%d m=%d bias %s act %d strided %d: vs cpu %.3g (tol %.0e), vs rounded-x ref %.3g",
               dtype_name(wdt), n, k, m, with_bias ? dtype_name(bdt) : "none", a, strided, e_cpu, tol, e_ref);
-    fprintf(stderr, "  matmul %-4s n=%-4d k=%-5d m=%-5d bias %-4s act %d strided %d: vs cpu %.2e  vs rounded-x ref %.2e\n",
-            dtype_name(wdt), n, k, m, with_bias ? dtype_name(bdt) : "none", a, strided, e_cpu, e_ref);
+    fprintf(stderr, "  matmul %-4s%s n=%-4d k=%-5d m=%-5d bias %-4s act %d strided %d: vs cpu %.2e  vs rounded-x ref %.2e\n",
+            dtype_name(wdt), exact ? " split" : "", n, k, m, with_bias ? dtype_name(bdt) : "none", a, strided, e_cpu, e_ref);
     // The GPU wrote nothing outside its column slice (still NaN there).
     if (strided) {
         float *full = xmalloc((size_t)n * yw * sizeof(float));
@@ -595,6 +603,15 @@ static void check_attention_cases(void) {
         int len2[2] = {749, 747}, prefix2[2] = {730, 730}, hist2[2] = {730, 0};
         check_attention(2, len2, prefix2, hist2, 12, 4, 64, 16);
     }
+    {  // the GEMM path's scores capped at 64K floats: rows in chunks (32 heads x 752 keys: 2 rows a chunk;
+       // 12 heads x 749 keys: 7 rows a chunk, the last chunk shorter)
+        setenv("TYCHO_CUDA_ATTENTION_SCORES_FLOATS", "65536", 1);
+        int len[1] = {752}, prefix[1] = {730}, hist[1] = {700};
+        check_attention(1, len, prefix, hist, 32, 32, 64, 16);
+        int len2[2] = {749, 747}, prefix2[2] = {730, 730}, hist2[2] = {730, 0};
+        check_attention(2, len2, prefix2, hist2, 12, 4, 72, 16);
+        unsetenv("TYCHO_CUDA_ATTENTION_SCORES_FLOATS");
+    }
     {  // mixed: a prefill chunk, decode rows at 801 and 2100 keys, a short text decode, a 15-row chunk (f32)
         int len[5] = {760, 801, 2100, 5, 40}, prefix[5] = {730, 730, 0, 0, 0}, hist[5] = {0, 800, 2099, 4, 25};
         check_attention(5, len, prefix, hist, 32, 32, 64, 16);
@@ -626,6 +643,15 @@ int main(void) {
     rng_state = (uint64_t)time(NULL);  // fresh inputs every run
     fprintf(stderr, "seed %llu, %d GPU(s)\n", (unsigned long long)rng_state, n);
     CHECK(backend_cpu_init(&cpu, 0, &err) == TY_OK);
+    // The split (exact) GEMM path of bf16 weights: decode, odd, strided and vision shapes, every activation.
+    split_x = 1;
+    for (int a = 0; a < 3; a++) check_matmul(1, 2048, 2048, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, (ty_activation)a, 0);
+    check_matmul(7, 37, 19, TY_DTYPE_BF16, TY_DTYPE_F32, 1, TY_ACT_GELU_ERF, 0);
+    check_matmul(17, 67, 45, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_GELU_TANH, 1);
+    check_matmul(300, 1152, 1152, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_NONE, 2);
+    check_matmul(5, 48, 17, TY_DTYPE_F16, TY_DTYPE_F32, 1, TY_ACT_NONE, 0);  // f16: still rounded once
+    split_x = 0;
+    backend_cuda_set_bf16_activations(gpu, 1);  // the rest check the single rounding (and its tolerances)
 
     static const ty_activation acts[] = {TY_ACT_NONE, TY_ACT_GELU_TANH, TY_ACT_GELU_ERF};
     for (int a = 0; a < 3; a++) {

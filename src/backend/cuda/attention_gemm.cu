@@ -144,10 +144,17 @@ __global__ void softmax_rows(float *s, int64_t ld, int n_rows, int rows_per_head
 
 static int64_t round4(int64_t n) { return (n + 3) / 4 * 4; }
 
+// TYCHO_CUDA_ATTENTION_SCORES_FLOATS lowers the cap (the test runs chunks of rows with it).
+static size_t scores_cap(void) {
+    const char *e = getenv("TYCHO_CUDA_ATTENTION_SCORES_FLOATS");
+    long long n = e ? atoll(e) : 0;
+    return n > 0 && n < SCORES_MAX_FLOATS ? (size_t)n : (size_t)SCORES_MAX_FLOATS;
+}
+
 size_t att_gemm_scratch(int nq, int nk, int n_heads) {
-    size_t per_row = (size_t)n_heads * round4(nk);  // one query row's scores, all heads
+    size_t per_row = (size_t)n_heads * round4(nk), cap = scores_cap();  // per_row: one query row's scores, all heads
     size_t rows = (size_t)nq;
-    if (per_row * rows > SCORES_MAX_FLOATS) rows = SCORES_MAX_FLOATS / per_row > 0 ? SCORES_MAX_FLOATS / per_row : 1;
+    if (per_row * rows > cap) rows = cap / per_row > 0 ? cap / per_row : 1;
     return per_row * rows;
 }
 

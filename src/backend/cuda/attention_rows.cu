@@ -8,13 +8,15 @@
 // operation for operation (the float4 key loads keep the order of the products).
 // With several, each block writes (max m, sum l, unnormalised acc[hd]) and a
 // second kernel combines them: out = Σ e^(m_z − M) acc_z / Σ e^(m_z − M) l_z.
+// The split launch's p·V gives each warp a quarter of the slice's keys.
 #include <math.h>
 
 #include "backend/cuda/attention.h"
 
 enum {
     ATT_THREADS = 128,
-    MIN_SPLIT_KEYS = 64,     // a slice shorter than this costs more in the combine than it saves
+    MIN_SPLIT_KEYS = 32,     // a slice shorter than this costs more in the combine than it saves
+    SPLIT_WAVES = 2,         // split until the launch has this many blocks per SM (TYCHO_CUDA_ATTENTION_SPLIT_WAVES)
     MAX_SLICE_KEYS = 12288,  // a split launch keeps a slice's scores and row ids in 96 KB of shared memory
 };
 
@@ -51,7 +53,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attend_rows(float *out, int64_t o
                                                              int kv_group, float scale, int chunk, float *part) {
     extern __shared__ float sm[];
     float *red = sm, *qh = sm + 32, *sc = qh + head_dim;  // (32), (head_dim), (chunk)
-    int32_t *krow = (int32_t *)(sc + chunk);              // (chunk) cache row of each key
+    int32_t *krow = (int32_t *)(sc + chunk);              // (chunk) cache row of each key; then (4, head_dim) when split
     int i = blockIdx.x, h = blockIdx.y, kvh = h / kv_group;
     int r = rows ? rows[i] : i;
     int nv = src.pages ? src.visible[r] : src.group;
@@ -98,12 +100,19 @@ __global__ void __launch_bounds__(ATT_THREADS) attend_rows(float *out, int64_t o
         }
         return;
     }
+    // A slice: every warp over a quarter of the keys (more loads in flight than a thread
+    // per column over all of them), the quarters summed through shared memory.
     float *p = part + (((int64_t)i * gridDim.y + h) * gridDim.z + blockIdx.z) * (head_dim + 2);  // (head_dim + 2)
-    for (int d = threadIdx.x; d < head_dim; d += ATT_THREADS) {
+    float *quarter = (float *)(krow + chunk);                                                      // (4, head_dim)
+    int warp = threadIdx.x / 32;
+    for (int d = threadIdx.x % 32; d < head_dim; d += 32) {
         float acc = 0.0f;
-        for (int t = 0; t < n; t++) acc = fmaf(sc[t], vh[(int64_t)krow[t] * src.vs + d], acc);
-        p[d] = acc;
+        for (int t = warp; t < n; t += ATT_THREADS / 32) acc = fmaf(sc[t], vh[(int64_t)krow[t] * src.vs + d], acc);
+        quarter[warp * head_dim + d] = acc;
     }
+    __syncthreads();
+    for (int d = threadIdx.x; d < head_dim; d += ATT_THREADS)
+        p[d] = (quarter[d] + quarter[head_dim + d]) + (quarter[2 * head_dim + d] + quarter[3 * head_dim + d]);
     if (threadIdx.x == 0) p[head_dim] = mx, p[head_dim + 1] = sum;
 }
 
@@ -129,7 +138,9 @@ __global__ void combine_splits(float *out, int64_t os, const int32_t *rows, int 
 int att_rows_splits(cuda_backend *c, int n, int n_heads, int max_keys) {
     int sms = 0;
     CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c->device));
-    int64_t blocks = (int64_t)n * n_heads, want = 2 * (int64_t)sms;  // two waves of blocks: a tail half as long
+    const char *e = getenv("TYCHO_CUDA_ATTENTION_SPLIT_WAVES");
+    int waves = e && atoi(e) > 0 ? atoi(e) : SPLIT_WAVES;
+    int64_t blocks = (int64_t)n * n_heads, want = (int64_t)waves * sms;
     int splits = blocks < want ? (int)((want + blocks - 1) / blocks) : 1;
     int most = max_keys / MIN_SPLIT_KEYS;
     if (splits > most) splits = most;
@@ -157,7 +168,7 @@ void att_rows(cuda_backend *c, ty_tensor out, ty_tensor q, att_keys src, const i
               int head_dim, int kv_group, float scale, int max_keys, int splits, float *part) {
     if (n == 0) return;
     int chunk = splits > 1 ? (max_keys + splits - 1) / splits : max_keys;
-    size_t smem = (size_t)(32 + head_dim + 2 * chunk) * sizeof(float);
+    size_t smem = (size_t)(32 + head_dim + 2 * chunk + (splits > 1 ? 4 * head_dim : 0)) * sizeof(float);
     if (smem > c->smem_optin) {
         fprintf(stderr, "tycho cuda: attention over %d keys in one block needs %zu bytes of shared memory (GPU has %zu)\n",
                 chunk, smem, c->smem_optin);
