@@ -16,6 +16,7 @@ python3 - "$tycho" "$data" "$mode" "$root" <<'PY'
 import json, os, subprocess, sys
 
 tycho, data, mode, root = sys.argv[1:5]
+tycho = os.path.abspath(tycho)
 tok = os.path.abspath(data + "/golden/tokenizer/gpt2.json")
 failures = 0
 
