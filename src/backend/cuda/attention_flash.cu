@@ -220,10 +220,11 @@ static void launch(cuda_backend *c, float *out, int64_t os, const float *q, int6
     CUDA_LAUNCHED();
 }
 
-// First measured (H200, 2026-11-26, before the cp.async tiles): fused 0.72 ms vs GEMM 0.81 ms
-// for 9 crops of 729 rows, 0.125 vs 0.092 for one crop, 0.14 vs 0.12-0.16 for a 730-752-row
-// prefill, 3-4x slower for chunks of 1-64 rows. Until the fused kernel wins broadly: never.
-int att_flash_wins(int nq, int groups) { return 0; }
+// Measured (H200, 2026-11-26, bench_cuda_attention, ms per call, fused vs GEMM path): vision
+// 1 crop 0.099 vs 0.091, 4 crops 0.280 vs 0.359, 9 crops 0.641 vs 0.810, 32 crops 2.16 vs
+// 2.88; prefill of 730 rows 0.154 vs 0.156, 752 rows 0.154 vs 0.120; chunks of 1-64 rows
+// 0.07 vs 0.025-0.044. So: vision with several crops only.
+int att_flash_wins(int nq, int groups) { return groups >= 2; }
 
 int att_flash(cuda_backend *c, float *out, int64_t os, const float *q, int64_t qs, const float *k, int64_t ks,
               const float *v, int64_t vs, int nq, int nk, int n_heads, int n_kv_heads, int hd, float scale,
