@@ -9,12 +9,12 @@
 //
 // Paths: many query rows over the same keys (a vision crop; a sequence with at
 // least ATT_PREFILL_ROWS rows in this forward, its rows consecutive) run on
-// tensor cores: that sequence's visible keys are gathered from the pages into
-// contiguous rows, then the fused kernel (attention_flash.cu) or, for other
-// head sizes, GEMM, masked softmax, GEMM (attention_gemm.cu). The
-// other rows (decode) run the f32 row kernel, split over keys when they are
-// too few to fill the GPU (attention_rows.cu). Both in one call for a batch
-// that mixes prefill and decode.
+// tensor cores: a sequence's visible keys are gathered from the pages into
+// contiguous rows, then GEMM, masked softmax, GEMM (attention_gemm.cu); vision
+// calls of several crops take the fused kernel (attention_flash.cu), measured
+// faster there. The other rows (decode) run the f32 row kernel, split over
+// keys when they are too few to fill the GPU (attention_rows.cu). Both in one
+// call for a batch that mixes prefill and decode.
 #include <math.h>
 #include <string.h>
 
