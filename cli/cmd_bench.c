@@ -4,7 +4,7 @@
 //
 //   tycho bench --model md2|md3|DIR [--shape real|tiny] [--layers N] [--tokenizer FILE] [--mode direct|cot]
 //               [--image-size 800x600] [--batch 1,4,16,64] [--requests N] [--warmup N] [--device cpu|cuda[:N]]
-//               [--threads N] [--seed S] [--kv-pages N] [--max-batch-tokens N] [--json]
+//               [--precision f32|bf16] [--threads N] [--seed S] [--kv-pages N] [--max-batch-tokens N] [--json]
 //
 // md2 / md3: random weights at the real widths (src/model/random_weights.h),
 // made in memory at start-up; DIR: a real model directory. Per batch size,
@@ -57,7 +57,7 @@ typedef struct {
     int width, height;
     int batches[BENCH_MAX_BATCHES], n_batches;
     int requests, warmup;   // requests 0: per batch, max(50, 4 x batch)
-    const char *device;
+    const char *device, *precision;  // precision NULL: the engine's default (f32)
     int threads, kv_pages, max_batch_tokens, json;
     uint64_t seed;
 } bench_args;
@@ -109,6 +109,7 @@ static void bench_usage(FILE *f) {
             "  --requests N      measured requests per batch size (default max(50, 4 x batch))\n"
             "  --warmup N        requests on other images before measuring, not counted (default 4)\n"
             "  --device D        cpu, cuda or cuda:N (default cpu); --threads N CPU threads (default all)\n"
+            "  --precision P     GPU matmul inputs: f32 (default) or bf16\n"
             "  --seed S          weights and pixels (default 1)\n"
             "  --kv-pages N      KV pages (default: room for batch + 8 requests)\n"
             "  --max-batch-tokens N  rows per forward step (engine default 2048)\n"
@@ -165,6 +166,7 @@ static int bench_parse_args(int argc, char **argv, bench_args *a) {
         if (!strcmp(o, "--model")) a->model = v;
         else if (!strcmp(o, "--tokenizer")) a->tokenizer = v;
         else if (!strcmp(o, "--device")) a->device = v;
+        else if (!strcmp(o, "--precision")) bad = strcmp(v, "f32") && strcmp(v, "bf16"), a->precision = v;
         else if (!strcmp(o, "--shape")) {
             bad = strcmp(v, "real") && strcmp(v, "tiny");
             a->size = !strcmp(v, "tiny") ? MD_RANDOM_TINY : MD_RANDOM_REAL;
@@ -198,6 +200,8 @@ static int bench_parse_args(int argc, char **argv, bench_args *a) {
     long gpu;
     if (strcmp(d, "cpu") && strcmp(d, "cuda") && (strncmp(d, "cuda:", 5) || parse_long(d + 5, 0, 1024, &gpu)))
         return usage_error("--device '%s': expected cpu, cuda or cuda:N%s", d, "");
+    if (a->precision && !strcmp(a->precision, "bf16") && !strcmp(d, "cpu"))
+        return usage_error("--precision bf16 needs --device cuda%s%s", "", "");
     a->random = !strcmp(a->model, "md2") || !strcmp(a->model, "md3");
     a->arch = !strcmp(a->model, "md3") ? MD_ARCH_MD3 : MD_ARCH_MD2;
     if (!a->random && (a->layers || a->size != MD_RANDOM_REAL || a->tokenizer))
@@ -332,6 +336,7 @@ static int bench_run(const bench_args *a, const engine_model_source *src, int ba
     tycho_options_default(&o);
     o.model = a->model;
     o.device = a->device;
+    o.precision = a->precision;
     o.threads = a->threads;
     o.max_batch_size = batch;
     o.max_batch_tokens = a->max_batch_tokens;
@@ -442,6 +447,7 @@ static void bench_print_json(const bench_args *a, const char *device_name, int64
     if (params) cJSON_AddNumberToObject(o, "parameters", (double)params);
     cJSON_AddStringToObject(o, "device", a->device);
     cJSON_AddStringToObject(o, "device_name", device_name);
+    cJSON_AddStringToObject(o, "precision", a->precision ? a->precision : "f32");
     cJSON_AddStringToObject(o, "mode", a->mode);
     char size[32];
     snprintf(size, sizeof size, "%dx%d", a->width, a->height);
@@ -477,7 +483,8 @@ static void bench_print_header(const bench_args *a, const char *device_name, int
         printf(" (random weights, %s shape, %.2f B parameters)", a->size == MD_RANDOM_TINY ? "tiny" : "real",
                (double)params / 1e9);
     printf(", %s, %d tokens, %dx%d images\n", a->mode, a->tokens, a->width, a->height);
-    printf("device: %s%s%s\n", a->device, device_name[0] ? ": " : "", device_name);
+    printf("device: %s%s%s%s\n", a->device, device_name[0] ? ": " : "", device_name,
+           a->precision && !strcmp(a->precision, "bf16") ? " (bf16 matmul inputs)" : "");
     int gpu = !strncmp(a->device, "cuda", 4);
     printf("%6s %8s %9s %9s %9s %10s %10s %11s\n", "batch", "requests", "req/s", "P50 ms", "P99 ms", "TTFT P50",
            "tokens/s", gpu ? "GPU mem MB" : "peak RSS MB");

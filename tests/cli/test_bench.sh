@@ -105,6 +105,8 @@ bad = [
     ["--model", "md2", "--shape", "huge"],
     ["--model", "md2", "--requests", "many"],
     ["--model", "md2", "--device", "gpu"],
+    ["--model", "md2", "--precision", "f16"],
+    ["--model", "md2", "--precision", "bf16"],
     ["--model", "md2", "--warmup"],
     ["--model", "md2", "--frobnicate", "1"],
     ["--model", shapes, "--layers", "2"],
