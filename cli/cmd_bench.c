@@ -311,7 +311,9 @@ int cmd_bench(int argc, char **argv) {
         if (md_random_config(&cfg, a.arch, a.size, a.layers, &err) != TY_OK) return cli_fail("bench", &err);
         double t0 = bench_now_s();
         if (md_random_checkpoint(&cfg, a.seed, a.threads, &ckpt, &len, &err) != TY_OK) return cli_fail("bench", &err);
-        params = (int64_t)(len / 2);  // bf16; the header is a rounding error
+        uint64_t header = 0;  // the image starts with the header's length, u64 little-endian
+        for (int i = 7; i >= 0; i--) header = header << 8 | ckpt[i];
+        params = (int64_t)((len - 8 - header) / 2);  // bf16 values
         fprintf(stderr, "tycho bench: %s random weights: %.2f GB in %.1f s\n", a.model, (double)len / 1e9,
                 bench_now_s() - t0);
         src = (engine_model_source){.cfg = &cfg, .checkpoint = ckpt, .checkpoint_len = len, .ignore_eos = 1,
