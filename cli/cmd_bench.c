@@ -25,6 +25,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,10 +39,16 @@
 #include <cuda_runtime_api.h>
 #endif
 
-static int usage_error(const char *fmt, const char *a, const char *b) {
+// One line on stderr; returns 2, the exit status of a usage error.
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "tycho bench: ");
-    fprintf(stderr, fmt, a, b);
+    vfprintf(stderr, fmt, ap);
     fprintf(stderr, " (tycho bench --help)\n");
+    va_end(ap);
     return 2;
 }
 
@@ -52,8 +59,9 @@ static void bench_usage(FILE *f) {
             "  --model DIR       a real model directory (as for the other commands)\n"
             "  --shape real|tiny widths of a random model (tiny: seconds on a CPU, for tests; default real)\n"
             "  --layers N        text layers of a random model (default: the real 24)\n"
-            "  --tokenizer FILE  tokenizer.json of a random model (default: %s, relative to the working\n"
-            "                    directory or to the source tree above the binary)\n"
+            "  --tokenizer FILE  tokenizer.json of a random model (default: GPT-2's BPE with Moondream's special\n"
+            "                    tokens, %s,\n"
+            "                    from the working directory or the source tree above the binary)\n"
             "  --mode direct|cot exactly 3 (direct) or 30 (cot) generated tokens per query, EOS ignored; cot is\n"
             "                    plain generation, not reasoning=True (random weights reason in noise)\n"
             "  --image-size WxH  random RGB images (default 800x600: 2x4 tiles, 9 crops; 378x378: 2 crops)\n"
@@ -110,16 +118,18 @@ static int bench_parse_args(int argc, char **argv, bench_args *a) {
             a->json = 1;
             continue;
         }
-        if (strncmp(o, "--", 2)) return usage_error("unexpected argument '%s'%s", o, "");
-        if (!v) return usage_error("%s needs a value%s", o, "");
+        if (strncmp(o, "--", 2)) return usage_error("unexpected argument '%s'", o);
+        if (!v) return usage_error("%s needs a value", o);
         i++;
         long n = 0;
         int bad = 0;
         if (!strcmp(o, "--model")) a->model = v;
         else if (!strcmp(o, "--tokenizer")) a->tokenizer = v;
         else if (!strcmp(o, "--device")) a->device = v;
-        else if (!strcmp(o, "--precision")) bad = strcmp(v, "f32") && strcmp(v, "bf16"), a->precision = v;
-        else if (!strcmp(o, "--shape")) {
+        else if (!strcmp(o, "--precision")) {
+            bad = strcmp(v, "f32") && strcmp(v, "bf16");
+            a->precision = v;
+        } else if (!strcmp(o, "--shape")) {
             bad = strcmp(v, "real") && strcmp(v, "tiny");
             a->size = !strcmp(v, "tiny") ? MD_RANDOM_TINY : MD_RANDOM_REAL;
         } else if (!strcmp(o, "--mode")) {
@@ -144,20 +154,20 @@ static int bench_parse_args(int argc, char **argv, bench_args *a) {
         else if (!strcmp(o, "--kv-pages")) bad = parse_long(v, 1, 1 << 30, &n) || (a->kv_pages = (int)n, 0);
         else if (!strcmp(o, "--max-batch-tokens")) bad = parse_long(v, 730, 1 << 20, &n) || (a->max_batch_tokens = (int)n, 0);
         else if (!strcmp(o, "--seed")) bad = parse_long(v, 0, LONG_MAX, &n) || (a->seed = (uint64_t)n, 0);
-        else return usage_error("unknown option %s%s", o, "");
+        else return usage_error("unknown option %s", o);
         if (bad) return usage_error("invalid value '%s' for %s", v, o);
     }
-    if (!a->model) return usage_error("--model md2|md3|DIR is required%s%s", "", "");
+    if (!a->model) return usage_error("--model md2|md3|DIR is required");
     const char *d = a->device;
     long gpu;
     if (strcmp(d, "cpu") && strcmp(d, "cuda") && (strncmp(d, "cuda:", 5) || parse_long(d + 5, 0, 1024, &gpu)))
-        return usage_error("--device '%s': expected cpu, cuda or cuda:N%s", d, "");
+        return usage_error("--device '%s': expected cpu, cuda or cuda:N", d);
     if (a->precision && !strcmp(a->precision, "bf16") && !strcmp(d, "cpu"))
-        return usage_error("--precision bf16 needs --device cuda%s%s", "", "");
+        return usage_error("--precision bf16 needs --device cuda");
     a->random = !strcmp(a->model, "md2") || !strcmp(a->model, "md3");
     a->arch = !strcmp(a->model, "md3") ? MD_ARCH_MD3 : MD_ARCH_MD2;
     if (!a->random && (a->layers || a->size != MD_RANDOM_REAL || a->tokenizer))
-        return usage_error("--shape, --layers and --tokenizer are for the random models md2 and md3%s%s", "", "");
+        return usage_error("--shape, --layers and --tokenizer are for the random models md2 and md3");
     return -1;
 }
 
@@ -306,7 +316,7 @@ int cmd_bench(int argc, char **argv) {
     engine_model_source src = {.ignore_eos = 1};
     if (a.random) {
         const char *tok = a.tokenizer ? a.tokenizer : bench_find_tokenizer(tok_path, sizeof tok_path);
-        if (access(tok, R_OK)) return usage_error("cannot read the tokenizer '%s' (--tokenizer FILE)%s", tok, "");
+        if (access(tok, R_OK)) return usage_error("cannot read the tokenizer '%s' (--tokenizer FILE)", tok);
         ty_err err = {0};
         if (md_random_config(&cfg, a.arch, a.size, a.layers, &err) != TY_OK) return cli_fail("bench", &err);
         double t0 = bench_now_s();
