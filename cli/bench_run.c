@@ -135,11 +135,16 @@ static void bench_wait(tycho_engine *e, bench_batch *b, double *mem_used, double
     }
 }
 
-// KV pages for batch requests running plus 8 more (cached image prefixes, admission slack).
+// KV pages for batch requests running plus 8 more (cached image prefixes,
+// admission slack). A prompt has at most as many tokens as bytes (a real
+// model's own tokenizer may be byte-level), plus a template's few ids.
 static int bench_kv_pages(const bench_args *a, int batch, const tycho_options *o) {
     if (a->kv_pages) return a->kv_pages;
+    size_t longest = 0;
+    for (size_t i = 0; i < sizeof BENCH_QUESTIONS / sizeof BENCH_QUESTIONS[0]; i++)
+        if (strlen(BENCH_QUESTIONS[i]) > longest) longest = strlen(BENCH_QUESTIONS[i]);
     int page = o->page_size ? o->page_size : 16;
-    int positions = 730 + 128 + a->tokens + 1;  // BOS + image, prompt (at most 128 tokens), answer
+    int positions = 730 + 16 + (int)(strlen(BENCH_PREFIX) + 1 + longest) + a->tokens + 1;  // image, prompt, answer
     return (batch + 8) * ((positions + page - 1) / page);
 }
 
@@ -210,9 +215,10 @@ int bench_run(const bench_args *a, const engine_model_source *src, int batch, be
     res->prefix_hits = (long long)(after.prefix_hits - before.prefix_hits);
     res->vision_images = (long long)(after.vision_images - before.vision_images);
     res->steps = (long long)(after.steps - before.steps);
-    res->mem_used_mb = mem_used > (double)after.device_memory_used ? mem_used / 1048576.0
-                                                                   : (double)after.device_memory_used / 1048576.0;
-    res->mem_total_mb = (mem_total ? mem_total : (double)after.device_memory_total) / 1048576.0;
+    if ((double)after.device_memory_used > mem_used) mem_used = (double)after.device_memory_used;
+    if (!mem_total) mem_total = (double)after.device_memory_total;
+    res->mem_used_mb = mem_used / 1048576.0;
+    res->mem_total_mb = mem_total / 1048576.0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     res->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;

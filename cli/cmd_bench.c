@@ -287,7 +287,7 @@ static void bench_print_row(const bench_args *a, const bench_result *r) {
 // ---- main --------------------------------------------------------------------------
 
 // The default tokenizer: relative to the working directory, else to the source
-// tree two levels above the binary (build/bin/tycho).
+// tree that holds the build directory (<src>/build/bin/tycho).
 static const char *bench_find_tokenizer(char *buf, size_t cap) {
     if (access(BENCH_TOKENIZER, R_OK) == 0) return BENCH_TOKENIZER;
     char exe[PATH_MAX];
@@ -301,7 +301,7 @@ static const char *bench_find_tokenizer(char *buf, size_t cap) {
         snprintf(buf, cap, "%s/%s", exe, BENCH_TOKENIZER);
         if (access(buf, R_OK) == 0) return buf;
     }
-    return BENCH_TOKENIZER;  // tokenizer_init_from_file then names the missing file
+    return BENCH_TOKENIZER;  // the caller reports it missing
 }
 
 int cmd_bench(int argc, char **argv) {
