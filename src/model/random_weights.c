@@ -20,7 +20,7 @@ enum {
 
 ty_status md_random_config(md_config *cfg, md_arch arch, md_random_size size, int n_layers, ty_err *err) {
     if (arch != MD_ARCH_MD2 && arch != MD_ARCH_MD3) return ty_err_set(err, TY_E_ARG, "random model: unknown arch");
-    if (n_layers < 0 || n_layers > 256) return ty_err_set(err, TY_E_ARG, "random model: text layers must be in [1, 256]");
+    if (n_layers < 0 || n_layers > 256) return ty_err_set(err, TY_E_ARG, "random model: text layers must be in [1, 256] (0: the default)");
     md_config_defaults(cfg);  // the real Moondream 2: widths, templates, token ids
     int moe_start = 4;
     if (size == MD_RANDOM_TINY) {

@@ -36,8 +36,9 @@ typedef struct {
 } md_random_tensor;
 
 // The config of a random model: Moondream 2 (arch MD_ARCH_MD2) or 3, real or
-// tiny widths, n_layers text layers (0: the architecture's count, 24 real, 2
-// tiny md2, 3 tiny md3). Moondream 3's MoE starts at layer 4 (tiny: 1), or
+// tiny widths (vision 64 wide x 4 layers, text 128 wide; md3 8 experts, top
+// 3), n_layers text layers (0: the architecture's count, 24 real, 2 tiny md2,
+// 3 tiny md3). Moondream 3's MoE starts at layer 4 (tiny: 1), or
 // at the last layer when there are fewer. Templates and token ids are the
 // real ones (vocab 51200 at both sizes, so the real-size tokenizer fits).
 ty_status md_random_config(md_config *cfg, md_arch arch, md_random_size size, int n_layers, ty_err *err);
