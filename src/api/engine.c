@@ -95,19 +95,23 @@ static void publish_stats(tycho_engine *e) {
     st.steps = s->stats.steps;
     st.page_size = s->pool.page_size;
     st.max_batch_size = s->max_batch;
-    // Device memory (CUDA: cudaMemGetInfo) at most every 100 ms: a step can be shorter than the call.
-    double now = sched_now_ms();
-    if (e->be->ops->memory && (!e->t_memory || now - e->t_memory >= 100.0)) {
-        e->be->ops->memory(e->be, &e->memory_used, &e->memory_total);
-        e->t_memory = now;
-    }
-    st.device_memory_used = (int64_t)e->memory_used;
-    st.device_memory_total = (int64_t)e->memory_total;
     pthread_mutex_lock(&e->mu);
     e->sched_waiting = st.waiting;
     st.waiting += e->n_incoming;
     e->stats = st;
     pthread_mutex_unlock(&e->mu);
+}
+
+// Device memory into the counters (CUDA: cudaMemGetInfo), at most every
+// 100 ms: a step can be shorter than the call. Engine thread (or before it starts).
+static void poll_memory(tycho_engine *e) {
+    double now = sched_now_ms();
+    if (!e->be->ops->memory || (e->t_memory && now - e->t_memory < 100.0)) return;
+    size_t used = 0, total = 0;
+    e->be->ops->memory(e->be, &used, &total);
+    e->counters.device_memory_used = (int64_t)used;
+    e->counters.device_memory_total = (int64_t)total;
+    e->t_memory = now;
 }
 
 static void *engine_main(void *arg) {
@@ -144,6 +148,7 @@ static void *engine_main(void *arg) {
         if (stop) break;
         int idle = 1;
         if (e->sch.n_running || e->sch.n_waiting) sched_step(&e->sch, &idle);
+        poll_memory(e);
         publish_stats(e);
         if (idle) {
             pthread_mutex_lock(&e->mu);
@@ -274,6 +279,7 @@ ty_status engine_init_source(tycho_engine **out, const tycho_options *o, const e
         }
         if (s == TY_OK) e->sch_ready = 1;
     }
+    if (s == TY_OK) poll_memory(e);  // the weights' footprint, before the first step
     if (s == TY_OK && pthread_create(&e->thread, NULL, engine_main, e)) s = ty_err_set(err, TY_E_NOMEM, "cannot start the engine thread");
     if (s != TY_OK) {
         engine_free(e);

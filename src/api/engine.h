@@ -51,7 +51,6 @@ struct tycho_engine {
     _Atomic uint64_t seed_counter;
     int ignore_eos;         // engine_model_source.ignore_eos (set at init, read by tycho_submit)
     double t_memory;        // when device memory was last asked (sched_now_ms)
-    size_t memory_used, memory_total;
 };
 
 struct tycho_request {
