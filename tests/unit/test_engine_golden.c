@@ -110,6 +110,8 @@ static tycho_engine *engine(int max_batch, int cache_on, int n_pages) {
     o.max_batch_size = max_batch;
     o.prefix_cache = cache_on;
     o.kv_cache_pages = n_pages;
+    const char *rows = getenv("TYCHO_TEST_MAX_ROWS");  // debugging: rows per forward step
+    if (rows) o.max_batch_tokens = atoi(rows);
     tycho_engine *e = NULL;
     tycho_error err;
     CHECK_MSG(tycho_engine_init(&e, &o, &err) == TYCHO_OK, "%s", err.message);
@@ -145,10 +147,17 @@ static void run_all(tycho_engine *e, golden_case *cases, int n, char **json, con
 static void check_batches(golden_case *cases, int n, int distinct_images, int quick) {
     // The first configuration runs the requests one at a time without the
     // cache: each request alone. The others must give exactly its results.
-    const struct {
+    struct {
         int max_batch, cache;
-    } configs[] = {{1, 0}, {3, 1}, {16, 1}};
-    int n_configs = quick ? 2 : (int)(sizeof configs / sizeof *configs);
+    } configs[8] = {{1, 0}, {3, 1}, {16, 1}};
+    int n_configs = quick ? 2 : 3;
+    // Debugging: TYCHO_TEST_CONFIGS="3:0,16:1" runs those after the first (alone).
+    const char *env = getenv("TYCHO_TEST_CONFIGS");
+    for (n_configs = env ? 1 : n_configs; env && *env && n_configs < 8; n_configs++) {
+        configs[n_configs].max_batch = (int)strtol(env, (char **)&env, 10);
+        configs[n_configs].cache = *env == ':' ? (int)strtol(env + 1, (char **)&env, 10) : 1;
+        if (*env == ',') env++;
+    }
     char **alone = calloc((size_t)n, sizeof *alone);
     for (int k = 0; k < n_configs; k++) {
         char label[64], **together = calloc((size_t)n, sizeof *together);
