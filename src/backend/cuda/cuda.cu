@@ -263,6 +263,7 @@ extern "C" ty_status backend_cuda_init(ty_backend **out, int device, ty_err *err
         return ty_err_set(err, TY_E_UNSUPPORTED, "cuda: cannot create a cuBLASLt handle");
     }
     cuda_scratch_get(c, &c->meta, 1 << 20);
+    cuda_profile_wrap(c);
     *out = &c->base;
     return TY_OK;
 }

@@ -38,6 +38,7 @@ typedef struct {
     cuda_scratch att;   // attention: gathered keys and values, scores, split-K partial results
     size_t smem_optin;  // shared memory a block may ask for
     cudaMemPool_t pool;  // activations and KV caches
+    struct cuda_profile *prof;  // TYCHO_CUDA_PROFILE (profile.cu), else NULL
     int bf16_activations;  // 1: bf16-weight GEMMs round x to bf16 once; 0: exact split (matmul_split.cu)
     // Every device allocation (alloc and weight), freed with the backend.
     cuda_alloc_rec *allocs;
@@ -106,6 +107,10 @@ enum { CUDA_GEMM_NO_CACHE = 1, CUDA_GEMM_NO_EPILOGUE = 2, CUDA_GEMM_NO_GELU_EPIL
 void cuda_gemm_forget(cuda_backend *c, const void *p, size_t bytes);
 void cuda_gemm_cache_free(cuda_backend *c);
 void cuda_gemm_set_flags(cuda_backend *c, int flags);
+
+// TYCHO_CUDA_PROFILE=1: replaces c's ops with timed ones (profile.cu); a no-op otherwise.
+typedef struct cuda_profile cuda_profile;
+void cuda_profile_wrap(cuda_backend *c);
 
 // Per-op entry points, wired into the ops table by cuda.cu.
 void cuda_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act);
