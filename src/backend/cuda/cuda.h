@@ -114,6 +114,9 @@ void cuda_profile_wrap(cuda_backend *c);
 
 // Per-op entry points, wired into the ops table by cuda.cu.
 void cuda_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act);
+// y = act(x · wᵀ + bias) for up to 8 rows of x, bf16 w, x in f32 (gemv.cu); 0 when the shape or
+// alignment is not its (the caller then runs a GEMM).
+int cuda_gemv(cuda_backend *c, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act);
 // The backend's matmul: cuda_matmul, or for bf16 weights with f32 activations the split of matmul_split.cu.
 void cuda_matmul_exact(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias,
                        ty_activation act);

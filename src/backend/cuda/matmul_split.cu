@@ -10,7 +10,8 @@
 // f_300x200_gray.caption.short/normal and d_1024x768.detect. The split costs
 // twice the tensor-core work (prefill, vision) but reads W once, so decode
 // (bandwidth-bound) pays little. backend_cuda_set_bf16_activations(be, 1)
-// selects the single rounding for speed.
+// selects the single rounding for speed. Up to 8 rows (decode) take the f32
+// GEMV of gemv.cu instead, exact as well.
 #include "backend/cuda/cuda.h"
 
 // x (n, k) f32 with a row stride -> x2 (2n, k) f32: rows [0, n) hi, [n, 2n) lo.
@@ -43,6 +44,7 @@ void cuda_matmul_exact(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, co
         return;
     }
     CUDA_CHECK(cudaSetDevice(c->device));
+    if (cuda_gemv(c, y, x, w, bias, act)) return;  // decode rows: exact without a split (gemv.cu)
     float *x2, *y2;  // (2n, k), (2n, m): stream-ordered scratch from the backend's pool
     CUDA_CHECK(cudaMallocFromPoolAsync((void **)&x2, (size_t)(2 * n * k) * sizeof(float), c->pool, c->stream));
     CUDA_CHECK(cudaMallocFromPoolAsync((void **)&y2, (size_t)(2 * n * m) * sizeof(float), c->pool, c->stream));
