@@ -105,6 +105,11 @@ typedef struct {
     // one group per crop); q, k, v (n_rows, n_heads*head_dim).
     void (*attention_dense)(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor k, ty_tensor v, int n_heads,
                             int head_dim, float scale, int group);
+    // Mixture-of-experts helpers (Moondream 3), so expert blocks never leave the device:
+    // y = a ⊙ (b + 1), element-wise (the GeGLU after the GELU'd half);
+    void (*mul_plus_one)(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
+    // y[r] = Σ_{j<k} w[r·k + j] · x[rows[r·k + j]], terms added in j order from 0 (y overwritten).
+    void (*rows_weighted_sum)(ty_backend *be, ty_tensor y, ty_tensor x, const int32_t *rows, const float *w, int k);
     // Device memory in bytes: used by this process's device (all of it, not only this
     // backend) and the total. May be NULL (the CPU backend: host memory is the OS's).
     void (*memory)(ty_backend *be, size_t *used, size_t *total);

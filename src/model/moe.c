@@ -6,20 +6,21 @@
 // row's output sums w_e · y_e over its experts in ascending expert id, the
 // order of the reference's multi-token path.
 //
-// Rows are grouped by expert on the host side: each chosen expert's rows are
-// gathered into one block and run through that expert's weights once, so a
-// step reads each chosen expert's bytes once and never an unchosen one's (a
-// decode row reads its k experts only). All experts' blocks of a step go to
-// the backend as one grouped matmul for fc1 and one for fc2: a decode token
-// costs the backend two rounds of its workers per MoE layer, not 3k. Blocks
-// are cut into chunks of CHUNK_ROWS rows to bound the scratch memory of a long
-// prefill. The gather, GeGLU and weighted sum are host loops, O(rows · k ·
-// dim), small beside the expert GEMMs.
+// Rows are grouped by expert: the host routes (reads the router logits, takes
+// each row's top k) and lists each expert's rows; the backend gathers each
+// chosen expert's rows into one block (embed as a row gather) and runs it
+// through that expert's weights once, so a step reads each chosen expert's
+// bytes once and never an unchosen one's (a decode row reads its k experts
+// only). All experts' blocks of a step go to the backend as one grouped matmul
+// for fc1 and one for fc2; the GeGLU product and the weighted sum of each
+// row's k outputs are backend ops too, so no block crosses to the host (on a
+// GPU the logits are the only read). fc1's blocks are cut into chunks of
+// CHUNK_ROWS rows to bound the scratch memory of a long prefill.
 //
 // Batch invariance: the GEMM kernels give a row the same result whatever
 // other rows share its block, routing and softmax are per row, and each row
-// accumulates its experts in the fixed ascending order; so a row's output
-// never depends on which other rows are in the batch.
+// sums its experts in the fixed ascending order; so a row's output never
+// depends on which other rows are in the batch.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,16 +47,21 @@ static void route_row(const float *logits, int n, int k, int *idx, float *w) {
 }
 
 typedef struct {
-    int64_t n, cap;                    // rows; block rows per chunk
-    float *xh, *logits, *acc, *block;  // host: (n, dim) input, (n, E) router logits, (n, dim) output, (cap, max(dim, 2I))
-    int *idx, *order, *start, *next;   // (n, k) experts per row, rows grouped by expert, (E + 1) group starts, (E)
-    float *w, *order_w;                // (n, k) weights; the weight of each grouped row
-    ty_matmul_group *groups;           // (2E)
-    ty_tensor r, xb, hg, a, yb;        // backend: (n, E), (cap, dim), (cap, 2I), (cap, I), (cap, dim)
+    int64_t n, cap;           // rows; block rows per chunk
+    float *logits;            // host: (n, E) router logits
+    int *idx, *start, *next;  // (n, k) experts per row, (E + 1) group starts, (E)
+    int32_t *order, *at;      // (n·k) rows grouped by expert; where row r's j-th choice sits in order
+    float *w;                 // (n, k) weights, in choice order
+    int32_t *sum_rows;        // (n, k) each row's positions in order, ascending expert id
+    float *sum_w;             // (n, k) their weights
+    ty_matmul_group *groups;  // (2E)
+    ty_tensor r, xb, hg, a, yb;  // backend: (n, E), (cap, dim), (cap, 2I), (cap, I), (n·k, dim)
 } moe_scratch;
 
-// Routes every row and lists the rows of each expert (ascending row order)
-// with their weights: expert e's rows are order[start[e] .. start[e + 1]).
+// Routes every row and lists the rows of each expert (ascending row order):
+// expert e's rows are order[start[e] .. start[e + 1]). Then each row's k
+// places in that order with their weights, in ascending expert id (the order
+// its outputs are summed in).
 static void route(const md_moe_config *c, moe_scratch *s) {
     int E = c->num_experts, k = c->experts_per_token;
     for (int64_t r = 0; r < s->n; r++) route_row(s->logits + r * E, E, k, s->idx + r * k, s->w + r * k);
@@ -64,34 +70,49 @@ static void route(const md_moe_config *c, moe_scratch *s) {
     for (int64_t r = 0; r < s->n; r++)
         for (int j = 0; j < k; j++) {
             int e = s->idx[r * k + j], at = s->start[e] + s->next[e]++;
-            s->order[at] = (int)r;
-            s->order_w[at] = s->w[r * k + j];
+            s->order[at] = (int32_t)r;
+            s->at[r * k + j] = at;
         }
+    for (int64_t r = 0; r < s->n; r++) {
+        int32_t *rows = s->sum_rows + r * k;
+        float *w = s->sum_w + r * k;
+        // Places in `order` rise with the expert id: sorting the places (insertion, k is
+        // small) sorts the row's experts.
+        for (int j = 0; j < k; j++) rows[j] = s->at[r * k + j], w[j] = s->w[r * k + j];
+        for (int j = 1; j < k; j++)
+            for (int i = j; i > 0 && rows[i] < rows[i - 1]; i--) {
+                int32_t tr = rows[i];
+                float tw = w[i];
+                rows[i] = rows[i - 1], w[i] = w[i - 1];
+                rows[i - 1] = tr, w[i - 1] = tw;
+            }
+    }
 }
 
 static ty_status scratch_init(md_model *m, moe_scratch *s, int64_t n, ty_err *err) {
     const ty_backend_ops *op = m->be->ops;
     const md_moe_config *c = &m->cfg.text.moe;
-    int64_t d = m->cfg.text.dim, E = c->num_experts, k = c->experts_per_token;
+    int64_t E = c->num_experts, k = c->experts_per_token;
     memset(s, 0, sizeof *s);
     s->n = n;
-    s->xh = malloc((size_t)(n * d) * sizeof(float));
     s->logits = malloc((size_t)(n * E) * sizeof(float));
-    s->acc = calloc((size_t)(n * d), sizeof(float));
     s->idx = malloc((size_t)(n * k) * sizeof(int));
-    s->order = malloc((size_t)(n * k) * sizeof(int));
     s->start = calloc((size_t)E + 1, sizeof(int));
     s->next = calloc((size_t)E, sizeof(int));
+    s->order = malloc((size_t)(n * k) * sizeof(int32_t));
+    s->at = malloc((size_t)(n * k) * sizeof(int32_t));
     s->w = malloc((size_t)(n * k) * sizeof(float));
-    s->order_w = malloc((size_t)(n * k) * sizeof(float));
+    s->sum_rows = malloc((size_t)(n * k) * sizeof(int32_t));
+    s->sum_w = malloc((size_t)(n * k) * sizeof(float));
     s->groups = malloc((size_t)(2 * E) * sizeof *s->groups);
-    if (!s->xh || !s->logits || !s->acc || !s->idx || !s->order || !s->start || !s->next || !s->w || !s->order_w ||
+    if (!s->logits || !s->idx || !s->start || !s->next || !s->order || !s->at || !s->w || !s->sum_rows || !s->sum_w ||
         !s->groups)
         return ty_err_set(err, TY_E_NOMEM, "out of memory");
     return op->alloc(m->be, &s->r, TY_DTYPE_F32, n, E, err);
 }
 
-// Block buffers for chunks of up to cap rows (known once rows are routed).
+// Block buffers for chunks of up to cap rows (known once rows are routed), and
+// every expert output row (n·k) for the weighted sum.
 static ty_status scratch_blocks(md_model *m, moe_scratch *s, ty_err *err) {
     const ty_backend_ops *op = m->be->ops;
     const md_moe_config *c = &m->cfg.text.moe;
@@ -101,12 +122,10 @@ static ty_status scratch_blocks(md_model *m, moe_scratch *s, ty_err *err) {
     int64_t total = s->n * c->experts_per_token;
     s->cap = total < CHUNK_ROWS ? total : CHUNK_ROWS;
     if (s->cap < largest) s->cap = largest;
-    s->block = malloc((size_t)(s->cap * (d > 2 * I ? d : 2 * I)) * sizeof(float));
-    if (!s->block) return ty_err_set(err, TY_E_NOMEM, "out of memory");
     ty_status st = op->alloc(m->be, &s->xb, TY_DTYPE_F32, s->cap, d, err);
     if (st == TY_OK) st = op->alloc(m->be, &s->hg, TY_DTYPE_F32, s->cap, 2 * I, err);
     if (st == TY_OK) st = op->alloc(m->be, &s->a, TY_DTYPE_F32, s->cap, I, err);
-    if (st == TY_OK) st = op->alloc(m->be, &s->yb, TY_DTYPE_F32, s->cap, d, err);
+    if (st == TY_OK) st = op->alloc(m->be, &s->yb, TY_DTYPE_F32, total, d, err);
     return st;
 }
 
@@ -114,7 +133,7 @@ static void scratch_free(md_model *m, moe_scratch *s) {
     ty_tensor *t[] = {&s->r, &s->xb, &s->hg, &s->a, &s->yb};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (t[i]->data) m->be->ops->release(m->be, t[i]);
-    void *p[] = {s->xh, s->logits, s->acc, s->block, s->idx, s->order, s->start, s->next, s->w, s->order_w, s->groups};
+    void *p[] = {s->logits, s->idx, s->start, s->next, s->order, s->at, s->w, s->sum_rows, s->sum_w, s->groups};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
 }
 
@@ -127,50 +146,35 @@ static void run_groups(md_model *m, const ty_matmul_group *g, int n) {
     for (int i = 0; i < n; i++) op->matmul(m->be, g[i].y, g[i].x, g[i].w, g[i].bias, g[i].act);
 }
 
-// Experts [e0, e1), whose blocks fit one chunk: gather, fc1 (h through the
-// exact GELU in the GEMM epilogue, g as is), GeGLU, fc2, weighted sum.
-static void run_chunk(md_model *m, const md_moe *moe, moe_scratch *s, int e0, int e1) {
+// Experts [e0, e1), whose blocks fit one chunk: gather their rows of x, fc1 (h
+// through the exact GELU in the GEMM epilogue, g as is), GeGLU, fc2 into
+// their places in yb.
+static void run_chunk(md_model *m, const md_moe *moe, moe_scratch *s, ty_tensor x, int e0, int e1) {
     const ty_backend_ops *op = m->be->ops;
     const md_moe_config *c = &m->cfg.text.moe;
-    int64_t d = m->cfg.text.dim, I = c->expert_inner_dim, rows = 0;
+    int64_t d = m->cfg.text.dim, I = c->expert_inner_dim, base = s->start[e0], rows = s->start[e1] - base;
+    if (!rows) return;
+    op->embed(m->be, tensor_rows(s->xb, 0, rows), x, s->order + base);
     int ng = 0;
     for (int e = e0; e < e1; e++) {
-        int64_t n = s->start[e + 1] - s->start[e];
+        int64_t n = s->start[e + 1] - s->start[e], at = s->start[e] - base;
         if (!n) continue;  // an expert no row chose: its weights are never read
-        const int *who = s->order + s->start[e];
-        for (int64_t i = 0; i < n; i++) memcpy(s->block + (rows + i) * d, s->xh + who[i] * d, (size_t)d * sizeof(float));
-        ty_tensor x = tensor_rows(s->xb, rows, n), y = tensor_rows(s->hg, rows, n);
+        ty_tensor xe = tensor_rows(s->xb, at, n), he = tensor_rows(s->hg, at, n);
         ty_tensor up = tensor_rows(moe->fc1, (int64_t)e * 2 * I, 2 * I);
-        s->groups[ng++] = (ty_matmul_group){tensor_cols(y, 0, I), x, tensor_rows(up, 0, I), NULL, TY_ACT_GELU_ERF};
-        s->groups[ng++] = (ty_matmul_group){tensor_cols(y, I, I), x, tensor_rows(up, I, I), NULL, TY_ACT_NONE};
-        rows += n;
+        s->groups[ng++] = (ty_matmul_group){tensor_cols(he, 0, I), xe, tensor_rows(up, 0, I), NULL, TY_ACT_GELU_ERF};
+        s->groups[ng++] = (ty_matmul_group){tensor_cols(he, I, I), xe, tensor_rows(up, I, I), NULL, TY_ACT_NONE};
     }
-    if (!rows) return;
-    op->write(m->be, tensor_rows(s->xb, 0, rows), s->block);
     run_groups(m, s->groups, ng);
-    op->read(m->be, tensor_rows(s->hg, 0, rows), s->block);
-    for (int64_t i = 0; i < rows; i++) {
-        float *h = s->block + i * 2 * I, *g = h + I, *out = s->block + i * I;  // out trails h: safe in place
-        for (int64_t j = 0; j < I; j++) out[j] = h[j] * (g[j] + 1.0f);
-    }
-    op->write(m->be, tensor_rows(s->a, 0, rows), s->block);
+    ty_tensor hg = tensor_rows(s->hg, 0, rows);
+    op->mul_plus_one(m->be, tensor_rows(s->a, 0, rows), tensor_cols(hg, 0, I), tensor_cols(hg, I, I));
     ng = 0;
-    rows = 0;
     for (int e = e0; e < e1; e++) {
-        int64_t n = s->start[e + 1] - s->start[e];
+        int64_t n = s->start[e + 1] - s->start[e], at = s->start[e] - base;
         if (!n) continue;
-        s->groups[ng++] = (ty_matmul_group){tensor_rows(s->yb, rows, n), tensor_rows(s->a, rows, n),
+        s->groups[ng++] = (ty_matmul_group){tensor_rows(s->yb, s->start[e], n), tensor_rows(s->a, at, n),
                                             tensor_rows(moe->fc2, (int64_t)e * d, d), NULL, TY_ACT_NONE};
-        rows += n;
     }
     run_groups(m, s->groups, ng);
-    op->read(m->be, tensor_rows(s->yb, 0, rows), s->block);
-    const float *v = s->block;
-    for (int e = e0; e < e1; e++)  // ascending expert id within the chunk; chunks come in ascending order
-        for (int i = s->start[e]; i < s->start[e + 1]; i++, v += d) {
-            float *acc = s->acc + (int64_t)s->order[i] * d, wt = s->order_w[i];
-            for (int64_t j = 0; j < d; j++) acc[j] += v[j] * wt;
-        }
 }
 
 ty_status md_moe_forward(md_model *m, const md_moe *moe, ty_tensor y, ty_tensor x, ty_err *err) {
@@ -181,17 +185,16 @@ ty_status md_moe_forward(md_model *m, const md_moe *moe, ty_tensor y, ty_tensor 
     if (st == TY_OK) {
         op->matmul(m->be, s.r, x, moe->router.w, &moe->router.b, TY_ACT_NONE);
         op->read(m->be, s.r, s.logits);
-        op->read(m->be, x, s.xh);
         route(c, &s);
         st = scratch_blocks(m, &s, err);
     }
     for (int e0 = 0; st == TY_OK && e0 < c->num_experts;) {
         int e1 = e0 + 1;
         while (e1 < c->num_experts && s.start[e1 + 1] - s.start[e0] <= s.cap) e1++;
-        run_chunk(m, moe, &s, e0, e1);
+        run_chunk(m, moe, &s, x, e0, e1);
         e0 = e1;
     }
-    if (st == TY_OK) op->write(m->be, y, s.acc);
+    if (st == TY_OK) op->rows_weighted_sum(m->be, y, s.yb, s.sum_rows, s.sum_w, c->experts_per_token);
     scratch_free(m, &s);
     return st;
 }

@@ -305,6 +305,41 @@ static void check_add_embed(void) {
     free(braw), free(bv), free(a), free(b);
 }
 
+// The MoE helpers: embed as a row gather of an f32 activation view, the GeGLU
+// product over two column halves (bitwise: one rounding each), the weighted sum
+// of k gathered rows (the GPU may fuse each term into an FMA: 1e-6 relative).
+static void check_moe_ops(void) {
+    enum { N = 29, D = 384, I = 160, K = 8 };
+    float *x = frandv((size_t)(2 * N) * (D + 4), 1.0f), *hgv = frandv((size_t)N * 2 * I, 1.0f);
+    pair tx = act(2 * N, D + 4, x), tg = out_act(N, D), thg = act(N, 2 * I, hgv), ta = out_act(N, I);
+    int32_t ids[N], rows[N * K];
+    float w[N * K];
+    for (int i = 0; i < N; i++) ids[i] = (int32_t)((frand() + 1) * 0.5f * 2 * N) % (2 * N);
+    ty_tensor xc = tensor_cols(tx.c, 4, D), xg = tensor_cols(tx.g, 4, D);  // a strided view
+    cpu->ops->embed(cpu, tg.c, xc, ids);
+    gpu->ops->embed(gpu, tg.g, xg, ids);
+    float *hc, *hg;
+    read_both(tg.c, tg.g, &hc, &hg);
+    CHECK_MSG(memcmp(hc, hg, (size_t)N * D * sizeof(float)) == 0, "embed as a row gather of f32 rows differs");
+    free(hc), free(hg);
+    cpu->ops->mul_plus_one(cpu, ta.c, tensor_cols(thg.c, 0, I), tensor_cols(thg.c, I, I));
+    gpu->ops->mul_plus_one(gpu, ta.g, tensor_cols(thg.g, 0, I), tensor_cols(thg.g, I, I));
+    read_both(ta.c, ta.g, &hc, &hg);
+    CHECK_MSG(memcmp(hc, hg, (size_t)N * I * sizeof(float)) == 0, "mul_plus_one differs");
+    free(hc), free(hg);
+    for (int i = 0; i < N * K; i++) rows[i] = (int32_t)((frand() + 1) * 0.5f * 2 * N) % (2 * N), w[i] = frand();
+    pair ts = out_act(N, D);
+    cpu->ops->rows_weighted_sum(cpu, ts.c, xc, rows, w, K);
+    gpu->ops->rows_weighted_sum(gpu, ts.g, xg, rows, w, K);
+    read_both(ts.c, ts.g, &hc, &hg);
+    double e = rel_err(hg, hc, (size_t)N * D);
+    CHECK_MSG(e < 1e-6, "rows_weighted_sum: vs cpu %.3g (tol 1e-6)", e);
+    fprintf(stderr, "  row gather, mul_plus_one: bitwise equal; rows_weighted_sum: vs cpu %.2e\n", e);
+    free(hc), free(hg);
+    release(&tx), release(&tg), release(&thg), release(&ta), release(&ts);
+    free(x), free(hgv);
+}
+
 // RoPE: the same f32 angle on both; cosf/sinf differ by a few ulp between
 // glibc and CUDA (CUDA's max error is 2 ulp): 1e-5 relative.
 static void check_rope(int rows, int heads, int hd, int rot) {
@@ -716,6 +751,7 @@ int main(void) {
     check_layernorm(33, 2048, TY_DTYPE_BF16);
     check_layernorm(3, 1152, TY_DTYPE_F16);
     check_add_embed();
+    check_moe_ops();
     check_rope(9, 3, 32, 32);
     check_rope(40, 32, 64, 32);  // partial rotation, as Moondream's text decoder
 

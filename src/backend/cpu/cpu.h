@@ -44,6 +44,8 @@ void cpu_matmul_grouped(ty_backend *be, int n, const ty_matmul_group *groups);
 void cpu_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
 void cpu_add(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
 void cpu_embed(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids);
+void cpu_mul_plus_one(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
+void cpu_rows_weighted_sum(ty_backend *be, ty_tensor y, ty_tensor x, const int32_t *rows, const float *w, int k);
 void cpu_rope(ty_backend *be, ty_tensor x, int n_heads, int head_dim, int rot_dims, float theta, const ty_batch *batch);
 void cpu_kv_write(ty_backend *be, ty_kv_layer *kv, ty_tensor k, ty_tensor v, const ty_batch *batch);
 void cpu_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_layer *kv, int n_heads, int n_kv_heads,

@@ -205,6 +205,8 @@ static const ty_backend_ops cuda_ops = {
     .kv_write = cuda_kv_write,
     .attention = cuda_attention,
     .attention_dense = cuda_attention_dense,
+    .mul_plus_one = cuda_mul_plus_one,
+    .rows_weighted_sum = cuda_rows_weighted_sum,
     .memory = cuda_memory,
 };
 
