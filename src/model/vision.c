@@ -26,42 +26,49 @@ static void patchify(const uint8_t *crops, int n_crops, float *out) {
     }
 }
 
-// Local crop features (n_local, 27, 27, d) stitched into a (19*rows + 8, 19*cols + 8)
-// grid (each tile drops 4 overlapping patches on inner edges), then adaptive-average
-// pooled to 27x27 with PyTorch's windows [floor(i*H/27), ceil((i+1)*H/27)).
-static void stitch_and_pool(const float *local, int rows, int cols, int d, float *pooled) {
-    int H = 19 * rows + 8, W = 19 * cols + 8;
-    float *grid = malloc((size_t)H * W * d * sizeof(float));
-    if (!grid) abort();
-    for (int ty = 0; ty < rows; ty++)
-        for (int tx = 0; tx < cols; tx++) {
-            const float *tile = local + (size_t)(ty * cols + tx) * MD_PATCHES * d;
-            int r0 = ty == 0 ? 0 : 4, r1 = ty == rows - 1 ? 27 : 23;
-            int c0 = tx == 0 ? 0 : 4, c1 = tx == cols - 1 ? 27 : 23;
-            for (int r = r0; r < r1; r++)
-                for (int c = c0; c < c1; c++)
-                    memcpy(grid + ((size_t)(ty * 19 + r) * W + tx * 19 + c) * d, tile + (size_t)(r * 27 + c) * d,
-                           (size_t)d * sizeof(float));
-        }
-    double *acc = malloc((size_t)d * sizeof(double));
-    if (!acc) abort();
-    for (int i = 0; i < MD_GRID; i++) {
-        int ya = i * H / MD_GRID, yb = ((i + 1) * H + MD_GRID - 1) / MD_GRID;
+// The pooled local features as a weighted sum of feature rows (moondream.md
+// §6): the local crops' (27, 27) patch grids stitched into a (19*rows + 8,
+// 19*cols + 8) grid (each tile drops 4 overlapping patches on inner edges),
+// then adaptive-average pooled to 27x27 with PyTorch's windows
+// [floor(i*H/27), ceil((i+1)*H/27)). Output patch o averages the cells of its
+// window: rows[o*k + t] is the feature row (tile * 729 + r * 27 + c, counted
+// from the first local crop) of its t-th cell, w[o*k + t] = 1 / cells; windows
+// smaller than k are padded with row 0 at weight 0. Returns k (0: no memory).
+static int pool_windows(int rows, int cols, int32_t **out_rows, float **out_w) {
+    int H = 19 * rows + 8, W = 19 * cols + 8, k = 0;
+    for (int i = 0; i < MD_GRID; i++)
         for (int j = 0; j < MD_GRID; j++) {
+            int ya = i * H / MD_GRID, yb = ((i + 1) * H + MD_GRID - 1) / MD_GRID;
             int xa = j * W / MD_GRID, xb = ((j + 1) * W + MD_GRID - 1) / MD_GRID;
-            memset(acc, 0, (size_t)d * sizeof(double));
-            for (int y = ya; y < yb; y++)
-                for (int x = xa; x < xb; x++) {
-                    const float *g = grid + ((size_t)y * W + x) * d;
-                    for (int k = 0; k < d; k++) acc[k] += g[k];
-                }
-            float *o = pooled + (size_t)(i * MD_GRID + j) * d;
-            double count = (double)(yb - ya) * (xb - xa);
-            for (int k = 0; k < d; k++) o[k] = (float)(acc[k] / count);
+            if ((yb - ya) * (xb - xa) > k) k = (yb - ya) * (xb - xa);
         }
+    int32_t *idx = calloc((size_t)MD_PATCHES * k, sizeof(int32_t));
+    float *w = calloc((size_t)MD_PATCHES * k, sizeof(float));
+    if (!idx || !w) {
+        free(idx);
+        free(w);
+        return 0;
     }
-    free(acc);
-    free(grid);
+    for (int i = 0; i < MD_GRID; i++)
+        for (int j = 0; j < MD_GRID; j++) {
+            int ya = i * H / MD_GRID, yb = ((i + 1) * H + MD_GRID - 1) / MD_GRID;
+            int xa = j * W / MD_GRID, xb = ((j + 1) * W + MD_GRID - 1) / MD_GRID, t = 0;
+            float wt = 1.0f / (float)((yb - ya) * (xb - xa));
+            int32_t *o = idx + (size_t)(i * MD_GRID + j) * k;
+            float *ow = w + (size_t)(i * MD_GRID + j) * k;
+            for (int y = ya; y < yb; y++)
+                for (int x = xa; x < xb; x++, t++) {
+                    // Grid cell (y, x) comes from the tile whose kept patches hold it.
+                    int ty = y < 23 ? 0 : (y - 4) / 19, tx = x < 23 ? 0 : (x - 4) / 19;
+                    if (ty > rows - 1) ty = rows - 1;
+                    if (tx > cols - 1) tx = cols - 1;
+                    o[t] = (ty * cols + tx) * MD_PATCHES + (y - ty * 19) * MD_GRID + (x - tx * 19);
+                    ow[t] = wt;
+                }
+        }
+    *out_rows = idx;
+    *out_w = w;
+    return k;
 }
 
 // Scratch tensors of one vision forward, released together.
@@ -74,7 +81,9 @@ static void release_all(ty_backend *be, ty_tensor *t, int n) {
         if (t[i].data) be->ops->release(be, &t[i]);
 }
 
-static ty_status tower(md_model *m, const uint8_t *crops, int n_crops, float *features, ty_err *err) {
+// The tower over n_crops crops; *features (n_crops * 729, d) stays on the
+// device for the caller to read, project and release.
+static ty_status tower(md_model *m, const uint8_t *crops, int n_crops, ty_tensor *features, ty_err *err) {
     ty_backend *be = m->be;
     const ty_backend_ops *op = be->ops;
     const md_vision_config *c = &m->cfg.vision;
@@ -112,45 +121,48 @@ static ty_status tower(md_model *m, const uint8_t *crops, int n_crops, float *fe
         op->add(be, t[H], t[H], t[A]);
     }
     op->layernorm(be, t[A], t[H], w->post_ln.w, w->post_ln.b, 1e-5f);
-    op->read(be, t[A], features);
+    *features = t[A];
+    t[A] = (ty_tensor){0};
     release_all(be, t, 6);
     return TY_OK;
 }
 
-static ty_status project(md_model *m, const float *features, int n_crops, int rows, int cols, float *embeds,
-                         ty_err *err) {
+// The 729 embeddings of one image from its tower features on the device:
+// global (729, d) rows and local rows (rows * cols crops, or the global crop
+// again for a 1x1 tiling) -> joined (729, 2d) = [global ; pooled local] -> the
+// projection MLP. Only the embeddings come back to the host.
+static ty_status project(md_model *m, ty_tensor global, ty_tensor local, int n_crops, int rows, int cols,
+                         float *embeds, ty_err *err) {
     ty_backend *be = m->be;
     const ty_backend_ops *op = be->ops;
-    int d = m->cfg.vision.enc_dim;
-    float *joined = malloc((size_t)MD_PATCHES * 2 * d * sizeof(float));  // (729, 2d): [global ; pooled]
-    float *pooled = malloc((size_t)MD_PATCHES * d * sizeof(float));
-    if (!joined || !pooled) {
-        free(joined);
-        free(pooled);
+    const md_vision_config *c = &m->cfg.vision;
+    int d = c->enc_dim;
+    int32_t *ids = malloc((size_t)MD_PATCHES * sizeof(int32_t)), *pool_rows = NULL;
+    float *pool_w = NULL;
+    int k = n_crops == 1 ? 1 : pool_windows(rows, cols, &pool_rows, &pool_w);
+    if (!ids || !k) {
+        free(ids);
         return ty_err_set(err, TY_E_NOMEM, "out of memory");
     }
-    if (n_crops == 1)  // no local tiles: the global crop stands in for them
-        memcpy(pooled, features, (size_t)MD_PATCHES * d * sizeof(float));
-    else
-        stitch_and_pool(features + (size_t)MD_PATCHES * d, rows, cols, d, pooled);
-    for (int p = 0; p < MD_PATCHES; p++) {
-        memcpy(joined + (size_t)p * 2 * d, features + (size_t)p * d, (size_t)d * sizeof(float));
-        memcpy(joined + (size_t)p * 2 * d + d, pooled + (size_t)p * d, (size_t)d * sizeof(float));
-    }
-    free(pooled);
+    for (int p = 0; p < MD_PATCHES; p++) ids[p] = p;
     ty_tensor t[3] = {{0}};
-    const md_vision_config *c = &m->cfg.vision;
     ty_status s = op->alloc(be, &t[0], TY_DTYPE_F32, MD_PATCHES, 2 * d, err);
     if (s == TY_OK) s = op->alloc(be, &t[1], TY_DTYPE_F32, MD_PATCHES, c->proj_inner_dim, err);
     if (s == TY_OK) s = op->alloc(be, &t[2], TY_DTYPE_F32, MD_PATCHES, c->proj_out_dim, err);
     if (s == TY_OK) {
-        op->write(be, t[0], joined);
+        op->embed(be, tensor_cols(t[0], 0, d), global, ids);
+        if (n_crops == 1)  // no local tiles: the global crop stands in for them
+            op->embed(be, tensor_cols(t[0], d, d), global, ids);
+        else
+            op->rows_weighted_sum(be, tensor_cols(t[0], d, d), local, pool_rows, pool_w, k);
         op->matmul(be, t[1], t[0], m->vision.proj_fc1.w, &m->vision.proj_fc1.b, TY_ACT_GELU_TANH);
         op->matmul(be, t[2], t[1], m->vision.proj_fc2.w, &m->vision.proj_fc2.b, TY_ACT_NONE);
         op->read(be, t[2], embeds);
     }
     release_all(be, t, 3);
-    free(joined);
+    free(ids);
+    free(pool_rows);
+    free(pool_w);
     return s;
 }
 
@@ -179,25 +191,27 @@ ty_status md_vision_encode_batch(md_model *m, int n, const md_vision_image *imgs
         int i1 = i0, total = 0;
         while (i1 < n && (i1 == i0 || total + tower_crops(&imgs[i1]) <= TOWER_MAX_CROPS)) total += tower_crops(&imgs[i1++]);
         uint8_t *pix = malloc(crop_bytes * (size_t)total);
-        float *feat = malloc(crop_feats * sizeof(float) * (size_t)total);
-        if (!pix || !feat) s = ty_err_set(err, TY_E_NOMEM, "out of memory");
+        if (!pix) s = ty_err_set(err, TY_E_NOMEM, "out of memory");
         for (int i = i0, at = 0; s == TY_OK && i < i1; at += tower_crops(&imgs[i]), i++)
             memcpy(pix + crop_bytes * (size_t)at, imgs[i].crops, crop_bytes * (size_t)tower_crops(&imgs[i]));
-        if (s == TY_OK) s = tower(m, pix, total, feat, err);
+        ty_tensor feat = {0};  // (total * 729, d) on the device
+        if (s == TY_OK) s = tower(m, pix, total, &feat, err);
         free(pix);
         for (int i = i0, at = 0; s == TY_OK && i < i1; at += tower_crops(&imgs[i]), i++) {
             const md_vision_image *im = &imgs[i];
-            float *f = features && features[i] ? features[i] : malloc(crop_feats * sizeof(float) * (size_t)im->n_crops);
-            if (!f) {
-                s = ty_err_set(err, TY_E_NOMEM, "out of memory");
-                break;
+            ty_tensor global = tensor_rows(feat, (int64_t)at * MD_PATCHES, MD_PATCHES);
+            // A deduplicated 1x1 tiling's local crop is its global crop.
+            ty_tensor local = tower_crops(im) == im->n_crops
+                                  ? tensor_rows(feat, (int64_t)(at + 1) * MD_PATCHES, (int64_t)(im->n_crops - 1) * MD_PATCHES)
+                                  : global;
+            if (features && features[i]) {
+                m->be->ops->read(m->be, tensor_rows(feat, (int64_t)at * MD_PATCHES, (int64_t)tower_crops(im) * MD_PATCHES),
+                                 features[i]);
+                if (tower_crops(im) != im->n_crops) memcpy(features[i] + crop_feats, features[i], crop_feats * sizeof(float));
             }
-            memcpy(f, feat + crop_feats * (size_t)at, crop_feats * sizeof(float) * (size_t)tower_crops(im));
-            if (tower_crops(im) != im->n_crops) memcpy(f + crop_feats, f, crop_feats * sizeof(float));
-            if (embeds && embeds[i]) s = project(m, f, im->n_crops, im->rows, im->cols, embeds[i], err);
-            if (f != (features ? features[i] : NULL)) free(f);
+            if (embeds && embeds[i]) s = project(m, global, local, im->n_crops, im->rows, im->cols, embeds[i], err);
         }
-        free(feat);
+        if (feat.data) m->be->ops->release(m->be, &feat);
         i0 = i1;
     }
     return s;
