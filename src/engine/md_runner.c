@@ -32,6 +32,7 @@ static ty_status runner_encode(void *ctx, int n, void *const *images, float *con
         out[n_tower++] = embeds[i];
     }
     if (s == TY_OK && n_tower) s = md_vision_encode_batch(r->m, n_tower, ims, NULL, out, err);
+    if (s == TY_OK && n_tower && r->shadow) md_shadow_vision(r->shadow, r->m, n_tower, ims, out);
     for (int i = 0; crops && pix && i < n; i++) {
         image_crops_free(&crops[i]);
         free(pix[i]);
@@ -45,16 +46,22 @@ static ty_status runner_encode(void *ctx, int n, void *const *images, float *con
 
 static ty_status runner_forward(void *ctx, const md_text_step *step, ty_err *err) {
     md_runner *r = ctx;
-    return md_text_forward(r->m, &r->kv, step, err);
+    if (r->shadow) md_shadow_before(r->shadow, &r->kv, step);
+    ty_status s = md_text_forward(r->m, &r->kv, step, err);
+    if (s == TY_OK && r->shadow) md_shadow_check(r->shadow, r->m, &r->kv, step);
+    return s;
 }
 
 ty_status md_runner_init(md_runner *r, md_model *m, int n_pages, int page_size, ty_err *err) {
     memset(r, 0, sizeof *r);
     r->m = m;
-    return md_kv_cache_init(m, &r->kv, n_pages, page_size, err);
+    ty_status s = md_kv_cache_init(m, &r->kv, n_pages, page_size, err);
+    if (s == TY_OK && (s = md_shadow_init(&r->shadow, m, n_pages, page_size, err)) != TY_OK) md_kv_cache_free(m, &r->kv);
+    return s;
 }
 
 void md_runner_free(md_runner *r) {
+    md_shadow_free(r->shadow);
     if (r->m) md_kv_cache_free(r->m, &r->kv);
     memset(r, 0, sizeof *r);
 }

@@ -3,6 +3,7 @@
 #ifndef TYCHO_ENGINE_MD_RUNNER_H
 #define TYCHO_ENGINE_MD_RUNNER_H
 
+#include "engine/md_shadow.h"
 #include "engine/scheduler.h"
 #include "io/image.h"
 #include "model/moondream.h"
@@ -17,6 +18,7 @@ typedef struct {
 typedef struct {
     md_model *m;
     md_kv_cache kv;
+    md_shadow *shadow;  // TYCHO_DEBUG_SHADOW: each forward checked against the CPU (md_shadow.h)
 } md_runner;
 
 ty_status md_runner_init(md_runner *r, md_model *m, int n_pages, int page_size, ty_err *err);

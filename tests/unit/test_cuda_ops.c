@@ -360,6 +360,70 @@ static void check_rope(int rows, int heads, int hd, int rot) {
     free(x), free(pos), free(seq), free(hc), free(hg);
 }
 
+// Host->device copies against the queued work: with the GPU kept busy by large f32
+// GEMMs, many small ops are queued that each upload their metadata (rope: positions,
+// embed: ids) and fresh tensors are written right after their allocation zeroed them.
+// Each op must see its own metadata and each write must land after the zeroing.
+// (The engine's metadata race, src/backend/cuda/upload.cu, did not show here on an
+// H200 with the old uploads: this checks the ordering the ring promises, the
+// engine golden test under batching is what caught the race.)
+static void check_upload_order(void) {
+    enum { BIG = 2048, OPS = 48, ROWS = 40, HEADS = 4, HD = 64, V = 500, D = 128 };
+    ty_err err;
+    float *w = frandv((size_t)BIG * BIG, 0.01f);
+    ty_tensor tw, tx, ty;
+    CHECK(gpu->ops->weight(gpu, &tw, TY_DTYPE_F32, BIG, BIG, w, &err) == TY_OK);
+    CHECK(gpu->ops->alloc(gpu, &tx, TY_DTYPE_F32, BIG, BIG, &err) == TY_OK);
+    CHECK(gpu->ops->alloc(gpu, &ty, TY_DTYPE_F32, BIG, BIG, &err) == TY_OK);
+    float *table = frandv((size_t)V * D, 1.0f);
+    pair tt = act(V, D, table);
+    int bad_rope = 0, bad_embed = 0, bad_write = 0;
+    for (int round = 0; round < 3; round++) {
+        float *x[OPS], *data[OPS];
+        int32_t pos[OPS][ROWS], seq[ROWS] = {0}, ids[OPS][ROWS];
+        pair t[OPS], e[OPS], fresh[OPS];
+        for (int k = 0; k < 4; k++) gpu->ops->matmul(gpu, ty, tx, tw, NULL, TY_ACT_NONE);  // ~ms of queued work
+        for (int i = 0; i < OPS; i++) {
+            x[i] = frandv((size_t)ROWS * HEADS * HD, 1.0f);
+            data[i] = frandv((size_t)ROWS * D, 1.0f);
+            for (int r = 0; r < ROWS; r++) {
+                pos[i][r] = (int32_t)((frand() + 1) * 1000);
+                ids[i][r] = (int32_t)((frand() + 1) * 0.5f * V) % V;
+            }
+            ty_batch b = {.n_rows = ROWS, .seq = seq, .pos = pos[i], .n_seqs = 1};
+            t[i] = act(ROWS, HEADS * HD, x[i]);
+            cpu->ops->rope(cpu, t[i].c, HEADS, HD, 32, 10000.0f, &b);
+            gpu->ops->rope(gpu, t[i].g, HEADS, HD, 32, 10000.0f, &b);
+            e[i] = act(ROWS, D, NULL);
+            cpu->ops->embed(cpu, e[i].c, tt.c, ids[i]);
+            gpu->ops->embed(gpu, e[i].g, tt.g, ids[i]);
+            fresh[i] = act(ROWS, D, data[i]);  // alloc (zeroed on the stream), then write
+        }
+        for (int i = 0; i < OPS; i++) {
+            float *hc, *hg;
+            read_both(t[i].c, t[i].g, &hc, &hg);
+            bad_rope += !(rel_err(hg, hc, (size_t)ROWS * HEADS * HD) < 1e-5);
+            free(hc), free(hg);
+            read_both(e[i].c, e[i].g, &hc, &hg);
+            bad_embed += memcmp(hc, hg, (size_t)ROWS * D * sizeof(float)) != 0;
+            free(hc), free(hg);
+            read_both(fresh[i].c, fresh[i].g, &hc, &hg);
+            bad_write += memcmp(data[i], hg, (size_t)ROWS * D * sizeof(float)) != 0;
+            free(hc), free(hg);
+            release(&t[i]), release(&e[i]), release(&fresh[i]);
+            free(x[i]), free(data[i]);
+        }
+    }
+    CHECK_MSG(bad_rope == 0 && bad_embed == 0 && bad_write == 0,
+              "ops queued behind busy GPU work: %d rope, %d embed, %d write results of %d wrong", bad_rope, bad_embed,
+              bad_write, 3 * OPS);
+    fprintf(stderr, "  uploads behind queued work: %d rope, %d embed, %d write wrong of %d\n", bad_rope, bad_embed,
+            bad_write, 3 * OPS);
+    gpu->ops->release(gpu, &tw), gpu->ops->release(gpu, &tx), gpu->ops->release(gpu, &ty);
+    release(&tt);
+    free(w), free(table);
+}
+
 // Attention runs on five paths (TYCHO_CUDA_ATTENTION, src/backend/cuda/attention.h);
 // every case runs on each, against one CPU result:
 //   rows, split: f32 (the first kernel; the same split over slices of keys), differing
@@ -754,6 +818,7 @@ int main(void) {
     check_moe_ops();
     check_rope(9, 3, 32, 32);
     check_rope(40, 32, 64, 32);  // partial rotation, as Moondream's text decoder
+    check_upload_order();
 
     check_attention_cases();
 

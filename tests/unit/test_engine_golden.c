@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/engine.h"
 #include "core/file.h"
@@ -121,7 +122,18 @@ static tycho_engine *engine(int max_batch, int cache_on, int n_pages) {
 // Runs every case together; returns each result's JSON (caller frees).
 static void run_all(tycho_engine *e, golden_case *cases, int n, char **json, const char *label) {
     tycho_request **r = calloc((size_t)n, sizeof *r);
+    // Debugging: TYCHO_TEST_SUBMIT_DELAY_MS=N waits up to N ms (pseudo-random, fixed
+    // seed) before each submit, so requests arrive while others run: the batch
+    // compositions a fast device makes, on the CPU.
+    const char *delay = getenv("TYCHO_TEST_SUBMIT_DELAY_MS");
+    unsigned rnd = 12345;
     for (int i = 0; i < n; i++) {
+        if (delay && atoi(delay) > 0) {
+            rnd = rnd * 1103515245u + 12345u;
+            long us = (long)((rnd >> 8) % (unsigned)(atoi(delay) * 1000 + 1));
+            struct timespec ts = {us / 1000000, us % 1000000 * 1000};
+            nanosleep(&ts, NULL);
+        }
         tycho_error err;
         CHECK_MSG(tycho_submit(e, &cases[i].p, &r[i], &err) == TYCHO_OK, "%s %s: %s", label, cases[i].id, err.message);
     }

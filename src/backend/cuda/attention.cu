@@ -72,8 +72,7 @@ static dev_batch upload_batch(cuda_backend *c, const ty_batch *b, int page_size,
         off[s + 1] = off[s] + np;
     }
     if (n_extra) memcpy(pages + n_pages, extra, n_extra * sizeof(int32_t));
-    cuda_scratch_get(c, &c->meta, total * sizeof(int32_t));
-    int32_t *dp = (int32_t *)cuda_meta_upload(c, 0, h, total * sizeof(int32_t));
+    int32_t *dp = (int32_t *)cuda_meta_upload(c, h, total * sizeof(int32_t));
     d.seq = dp;
     d.pos = dp + R;
     d.visible = dp + 2 * R;
@@ -111,8 +110,7 @@ void cuda_rope(ty_backend *be, ty_tensor x, int n_heads, int head_dim, int rot_d
     if (!h) abort();
     memcpy(h, batch->pos, (size_t)R * sizeof(int32_t));
     for (int j = 0; j < half; j++) h[R + j] = 1.0f / powf(theta, (float)(2 * j) / (float)rot_dims);
-    cuda_scratch_get(c, &c->meta, n * sizeof(float));
-    const int32_t *d_pos = (const int32_t *)cuda_meta_upload(c, 0, h, n * sizeof(float));
+    const int32_t *d_pos = (const int32_t *)cuda_meta_upload(c, h, n * sizeof(float));
     free(h);
     int64_t total = (int64_t)R * n_heads * half;
     rope_pairs<<<cuda_blocks(total, 256), 256, 0, c->stream>>>((float *)x.data, x.stride, R, n_heads, head_dim, half,

@@ -44,8 +44,7 @@ void cuda_rows_weighted_sum(ty_backend *be, ty_tensor y, ty_tensor x, const int3
     if (!h) abort();
     memcpy(h, rows, (size_t)nk * sizeof(int32_t));
     memcpy(h + nk, w, (size_t)nk * sizeof(float));
-    cuda_scratch_get(c, &c->meta, bytes);
-    const int32_t *d = (const int32_t *)cuda_meta_upload(c, 0, h, bytes);
+    const int32_t *d = (const int32_t *)cuda_meta_upload(c, h, bytes);
     free(h);
     weighted_sum_rows<<<cuda_blocks(total, 256), 256, 0, c->stream>>>((float *)y.data, y.stride, (const float *)x.data,
                                                                       x.stride, d, (const float *)(d + nk), k, y.rows,

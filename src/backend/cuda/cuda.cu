@@ -21,13 +21,6 @@ void *cuda_scratch_get(cuda_backend *c, cuda_scratch *s, size_t bytes) {
     return s->p;
 }
 
-void *cuda_meta_upload(cuda_backend *c, size_t off, const void *host, size_t n) {
-    char *d = (char *)c->meta.p + off;
-    // Pageable host memory: returns once the bytes are staged, so the host copy may change after.
-    if (n) CUDA_CHECK(cudaMemcpyAsync(d, host, n, cudaMemcpyHostToDevice, c->stream));
-    return d;
-}
-
 static void track(cuda_backend *c, void *p, int pooled) {
     if (c->n_allocs == c->cap_allocs) {
         int cap = c->cap_allocs ? c->cap_allocs * 2 : 256;
@@ -59,7 +52,7 @@ static void cuda_free_backend(ty_backend *be) {
     free(c->allocs);
     if (c->pool) cudaMemPoolDestroy(c->pool);  // frees every pooled block still held
     cudaFree(c->act.p);
-    cudaFree(c->meta.p);
+    cuda_upload_free(c);
     cudaFree(c->att.p);
     cudaFree(c->workspace);
     cuda_gemm_cache_free(c);
@@ -144,8 +137,7 @@ static void cuda_write(ty_backend *be, ty_tensor dst, const float *host) {
         fprintf(stderr, "tycho cuda: write into a %s tensor (activations are f32)\n", dtype_name(dst.dtype));
         abort();
     }
-    CUDA_CHECK(cudaMemcpy2DAsync(dst.data, (size_t)dst.stride * 4, host, (size_t)dst.cols * 4, (size_t)dst.cols * 4,
-                                 (size_t)dst.rows, cudaMemcpyHostToDevice, c->stream));
+    cuda_upload_rows(c, dst, host);  // through pinned memory (upload.cu: why)
 }
 
 static void cuda_read(ty_backend *be, ty_tensor src, float *host) {
@@ -253,7 +245,8 @@ extern "C" ty_status backend_cuda_init(ty_backend **out, int device, ty_err *err
     cudaDeviceProp prop;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
-        (e = cudaMalloc(&c->workspace, CUDA_LT_WORKSPACE)) != cudaSuccess || (e = make_pool(c)) != cudaSuccess) {
+        (e = cudaMalloc(&c->workspace, CUDA_LT_WORKSPACE)) != cudaSuccess || (e = make_pool(c)) != cudaSuccess ||
+        (e = cuda_upload_init(c)) != cudaSuccess) {
         cudaGetLastError();
         cuda_free_backend(&c->base);
         return ty_err_set(err, TY_E_UNSUPPORTED, "cuda: cannot set up GPU %d: %s", device, cudaGetErrorString(e));
@@ -264,7 +257,6 @@ extern "C" ty_status backend_cuda_init(ty_backend **out, int device, ty_err *err
         cuda_free_backend(&c->base);
         return ty_err_set(err, TY_E_UNSUPPORTED, "cuda: cannot create a cuBLASLt handle");
     }
-    cuda_scratch_get(c, &c->meta, 1 << 20);
     cuda_profile_wrap(c);
     *out = &c->base;
     return TY_OK;

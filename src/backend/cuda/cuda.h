@@ -15,8 +15,8 @@ extern "C" {
 }
 #include "backend/cuda/backend_cuda.h"
 
-// A device buffer that only grows (scratch for converted activations, the
-// batch's metadata). Reused by consecutive ops on the one stream.
+// A device buffer that only grows (scratch for converted activations, attention's
+// gathered keys and scores). Reused by consecutive ops on the one stream.
 typedef struct {
     void *p;
     size_t bytes;
@@ -27,6 +27,21 @@ typedef struct {
     int pooled;  // from the stream-ordered pool (activations), else cudaMalloc (weights)
 } cuda_alloc_rec;
 
+// Every host->device copy of an op (metadata, cuda_write) goes through this ring
+// (upload.cu): pinned host memory, so the copy is a DMA ordered on the stream, into
+// a device region no queued kernel still reads. A region is reused only after an
+// event shows the work queued while it was in use has finished.
+enum { CUDA_RING_CHUNKS = 8 };
+typedef struct {
+    char *host;    // pinned, (CUDA_RING_CHUNKS, chunk) bytes
+    char *dev;     // device, the same layout
+    size_t chunk;  // bytes per chunk
+    int cur;       // chunk being filled
+    size_t used;   // bytes of it taken
+    cudaEvent_t ev[CUDA_RING_CHUNKS];  // recorded when the ring leaves the chunk
+    int pending[CUDA_RING_CHUNKS];     // ev recorded and not yet waited for
+} cuda_ring;
+
 typedef struct {
     ty_backend base;
     int device;
@@ -34,7 +49,7 @@ typedef struct {
     cublasLtHandle_t lt;
     void *workspace;  // cuBLASLt's (CUDA_LT_WORKSPACE bytes)
     cuda_scratch act;   // matmul: x rounded to the weight dtype
-    cuda_scratch meta;  // batch metadata (ids, positions, page tables)
+    cuda_ring up;       // host->device copies: batch metadata (ids, positions, page tables), cuda_write
     cuda_scratch att;   // attention: gathered keys and values, scores, split-K partial results
     size_t smem_optin;  // shared memory a block may ask for
     cudaMemPool_t pool;  // activations and KV caches
@@ -77,10 +92,15 @@ static inline cuda_backend *cuda_of(ty_backend *be) { return (cuda_backend *)be;
 // freed only after the stream's work that may read it is done).
 void *cuda_scratch_get(cuda_backend *c, cuda_scratch *s, size_t bytes);
 
-// Copies n bytes of host data into the metadata scratch at byte offset off
-// (16-byte aligned by the caller); returns the device address. The host copy
-// may be reused as soon as this returns.
-void *cuda_meta_upload(cuda_backend *c, size_t off, const void *host, size_t n);
+// The upload ring (upload.cu). init: 0 or the CUDA error; free: with the backend.
+cudaError_t cuda_upload_init(cuda_backend *c);
+void cuda_upload_free(cuda_backend *c);
+// Copies n bytes of host data (an op's metadata) to a fresh 256-byte aligned device
+// region, ordered on the stream; returns its device address, valid for the work
+// queued next. The host copy may be reused as soon as this returns.
+void *cuda_meta_upload(cuda_backend *c, const void *host, size_t n);
+// dst (f32 rows with a stride) = host (dst.rows, dst.cols) f32, ordered on the stream.
+void cuda_upload_rows(cuda_backend *c, ty_tensor dst, const float *host);
 
 // Element reads of a bf16/f16/f32 array as f32.
 __device__ __forceinline__ float cuda_load(const void *p, ty_dtype dt, int64_t i) {

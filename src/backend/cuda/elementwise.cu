@@ -77,8 +77,7 @@ void cuda_embed(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids
     CUDA_CHECK(cudaSetDevice(c->device));
     int64_t total = y.rows * y.cols;
     if (total == 0) return;
-    cuda_scratch_get(c, &c->meta, (size_t)y.rows * sizeof(int32_t));
-    const int32_t *d_ids = (const int32_t *)cuda_meta_upload(c, 0, ids, (size_t)y.rows * sizeof(int32_t));
+    const int32_t *d_ids = (const int32_t *)cuda_meta_upload(c, ids, (size_t)y.rows * sizeof(int32_t));
     embed_rows<<<cuda_blocks(total, 256), 256, 0, c->stream>>>((float *)y.data, y.stride, table.data, table.dtype,
                                                                table.stride, d_ids, y.rows, y.cols);
     CUDA_LAUNCHED();

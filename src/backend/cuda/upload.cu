@@ -1,0 +1,106 @@
+// Host->device copies of the ops (batch metadata, cuda_write) through a ring of
+// pinned host memory and a matching ring of device memory.
+//
+// Why (found with TYCHO_DEBUG_SHADOW, src/engine/md_shadow.h, on an H200 with
+// CUDA 13): every op used to copy its metadata from pageable host memory into
+// one device buffer at offset 0. Under batching and the prefix cache the text
+// forward then computed clearly wrong rows from layer 1 on (keys of a 742-row
+// prefill, a decode row, the first row of a cache-hit chunk), sometimes
+// "an illegal memory access" (a garbage page index followed), while the same
+// step run again gave the right values: a race, not arithmetic. Synchronising
+// the stream before every copy removed every such error; synchronising after
+// every copy did not. So a copy landed in the shared buffer while kernels
+// queued before it had yet to read the previous op's metadata. (What let it
+// overtake them is not pinned down: small pageable copies queued behind
+// large GEMMs in an op test stayed in order.) Now no copy can hurt queued
+// work either way: the host bytes go to pinned memory first (the copy is a
+// DMA ordered on the stream like a kernel) and each upload gets device memory
+// of its own. The rings are split into chunks; leaving a chunk records an
+// event, and a chunk is refilled only once its event (all the work queued
+// while it was in use) has completed, so neither the CPU (pinned bytes a
+// queued copy has yet to read) nor a copy (device bytes a queued kernel has
+// yet to read) overwrites anything still needed.
+#include <string.h>
+
+#include "backend/cuda/cuda.h"
+
+enum { RING_CHUNK = 1 << 20, RING_ALIGN = 256 };
+
+static cudaError_t ring_alloc(cuda_ring *r, size_t chunk) {
+    r->chunk = chunk;
+    r->cur = 0;
+    r->used = 0;
+    memset(r->pending, 0, sizeof r->pending);
+    cudaError_t e = cudaHostAlloc((void **)&r->host, CUDA_RING_CHUNKS * chunk, cudaHostAllocDefault);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&r->dev, CUDA_RING_CHUNKS * chunk);
+    return e;
+}
+
+cudaError_t cuda_upload_init(cuda_backend *c) {
+    cuda_ring *r = &c->up;
+    for (int i = 0; i < CUDA_RING_CHUNKS; i++) {
+        cudaError_t e = cudaEventCreateWithFlags(&r->ev[i], cudaEventDisableTiming);
+        if (e != cudaSuccess) return e;
+    }
+    return ring_alloc(r, RING_CHUNK);
+}
+
+void cuda_upload_free(cuda_backend *c) {
+    cuda_ring *r = &c->up;
+    if (r->host) cudaFreeHost(r->host);
+    if (r->dev) cudaFree(r->dev);
+    for (int i = 0; i < CUDA_RING_CHUNKS; i++)
+        if (r->ev[i]) cudaEventDestroy(r->ev[i]);
+    memset(r, 0, sizeof *r);
+}
+
+// Byte offset of n fresh bytes in both rings (n <= chunk after a grow).
+static size_t ring_take(cuda_backend *c, size_t n) {
+    cuda_ring *r = &c->up;
+    n = (n + RING_ALIGN - 1) / RING_ALIGN * RING_ALIGN;
+    if (n > r->chunk) {  // rare: a larger ring, once the queued work is done
+        CUDA_CHECK(cudaStreamSynchronize(c->stream));
+        size_t chunk = r->chunk;
+        while (chunk < n) chunk *= 2;
+        CUDA_CHECK(cudaFreeHost(r->host));
+        CUDA_CHECK(cudaFree(r->dev));
+        CUDA_CHECK(ring_alloc(r, chunk));
+    }
+    if (r->used + n > r->chunk) {
+        // Everything that reads this chunk is queued by now: mark it, move on, and wait
+        // for the next chunk's last round of work to finish before reusing it.
+        CUDA_CHECK(cudaEventRecord(r->ev[r->cur], c->stream));
+        r->pending[r->cur] = 1;
+        r->cur = (r->cur + 1) % CUDA_RING_CHUNKS;
+        r->used = 0;
+        if (r->pending[r->cur]) {
+            CUDA_CHECK(cudaEventSynchronize(r->ev[r->cur]));
+            r->pending[r->cur] = 0;
+        }
+    }
+    size_t off = (size_t)r->cur * r->chunk + r->used;
+    r->used += n;
+    return off;
+}
+
+void *cuda_meta_upload(cuda_backend *c, const void *host, size_t n) {
+    if (!n) return c->up.dev;
+    size_t off = ring_take(c, n);
+    memcpy(c->up.host + off, host, n);
+    CUDA_CHECK(cudaMemcpyAsync(c->up.dev + off, c->up.host + off, n, cudaMemcpyHostToDevice, c->stream));
+    return c->up.dev + off;
+}
+
+void cuda_upload_rows(cuda_backend *c, ty_tensor dst, const float *host) {
+    size_t row = (size_t)dst.cols * sizeof(float);
+    int64_t per = (int64_t)(RING_CHUNK / row);  // rows per piece: big writes (image patches) go in pieces
+    if (per < 1) per = 1;
+    for (int64_t r0 = 0; r0 < dst.rows; r0 += per) {
+        int64_t n = dst.rows - r0 < per ? dst.rows - r0 : per;
+        size_t off = ring_take(c, (size_t)n * row);
+        memcpy(c->up.host + off, host + r0 * dst.cols, (size_t)n * row);
+        // Pinned source: a DMA after the queued work (e.g. the zeroing of a fresh dst).
+        CUDA_CHECK(cudaMemcpy2DAsync((float *)dst.data + r0 * dst.stride, (size_t)dst.stride * sizeof(float),
+                                     c->up.host + off, row, row, (size_t)n, cudaMemcpyHostToDevice, c->stream));
+    }
+}
