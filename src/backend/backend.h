@@ -105,6 +105,10 @@ typedef struct {
     // one group per crop); q, k, v (n_rows, n_heads*head_dim).
     void (*attention_dense)(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor k, ty_tensor v, int n_heads,
                             int head_dim, float scale, int group);
+    // y = act(x), element-wise (GELU in the tanh or the erf form).
+    void (*activate)(ty_backend *be, ty_tensor y, ty_tensor x, ty_activation act);
+    // x[r, h·head_dim + i] *= s[r, h] for every head h of each row (per-token, per-head scales).
+    void (*scale_heads)(ty_backend *be, ty_tensor x, ty_tensor s, int head_dim);
     // Mixture-of-experts helpers (Moondream 3), so expert blocks never leave the device:
     // y = a ⊙ (b + 1), element-wise (the GeGLU after the GELU'd half);
     void (*mul_plus_one)(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);

@@ -336,6 +336,22 @@ static void check_moe_ops(void) {
     CHECK_MSG(e < 1e-6, "rows_weighted_sum: vs cpu %.3g (tol 1e-6)", e);
     fprintf(stderr, "  row gather, mul_plus_one: bitwise equal; rows_weighted_sum: vs cpu %.2e\n", e);
     free(hc), free(hg);
+    // tau attention's helpers: GELU (both forms; CUDA's tanhf/erff are within 2 ulp of
+    // glibc's: 1e-6) into a view, and per-head scales on column views of a fused row.
+    for (int a = TY_ACT_GELU_TANH; a <= TY_ACT_GELU_ERF; a++) {
+        cpu->ops->activate(cpu, ta.c, tensor_cols(thg.c, 3, I), (ty_activation)a);
+        gpu->ops->activate(gpu, ta.g, tensor_cols(thg.g, 3, I), (ty_activation)a);
+        read_both(ta.c, ta.g, &hc, &hg);
+        e = rel_err(hg, hc, (size_t)N * I);
+        CHECK_MSG(e < 1e-6, "activate %d: vs cpu %.3g (tol 1e-6)", a, e);
+        free(hc), free(hg);
+    }
+    // 5 heads of 64 in the first N rows
+    cpu->ops->scale_heads(cpu, tensor_rows(tensor_cols(tx.c, 4, 320), 0, N), tensor_cols(thg.c, 10, 5), 64);
+    gpu->ops->scale_heads(gpu, tensor_rows(tensor_cols(tx.g, 4, 320), 0, N), tensor_cols(thg.g, 10, 5), 64);
+    read_both(tx.c, tx.g, &hc, &hg);
+    CHECK_MSG(memcmp(hc, hg, (size_t)(2 * N) * (D + 4) * sizeof(float)) == 0, "scale_heads differs");
+    free(hc), free(hg);
     release(&tx), release(&tg), release(&thg), release(&ta), release(&ts);
     free(x), free(hgv);
 }

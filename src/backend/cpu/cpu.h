@@ -44,6 +44,8 @@ void cpu_matmul_grouped(ty_backend *be, int n, const ty_matmul_group *groups);
 void cpu_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
 void cpu_add(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
 void cpu_embed(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids);
+void cpu_activate(ty_backend *be, ty_tensor y, ty_tensor x, ty_activation act);
+void cpu_scale_heads(ty_backend *be, ty_tensor x, ty_tensor s, int head_dim);
 void cpu_mul_plus_one(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
 void cpu_rows_weighted_sum(ty_backend *be, ty_tensor y, ty_tensor x, const int32_t *rows, const float *w, int k);
 void cpu_rope(ty_backend *be, ty_tensor x, int n_heads, int head_dim, int rot_dims, float theta, const ty_batch *batch);

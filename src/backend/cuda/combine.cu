@@ -1,8 +1,43 @@
-// The mixture-of-experts helpers on the GPU (backend.h: mul_plus_one,
-// rows_weighted_sum), so Moondream 3's expert blocks stay in device memory:
-// the host only routes (top-k of the router logits) and uploads the row lists.
+// Moondream 3's helpers on the GPU (backend.h: activate, scale_heads for tau
+// attention; mul_plus_one, rows_weighted_sum for the MoE), so its activations
+// stay in device memory: the host only routes (top-k of the router logits),
+// computes the per-token tau scales and uploads them.
 // Arithmetic as the CPU's: f32, each row's terms added in the given order.
 #include "backend/cuda/cuda.h"
+
+__global__ void activate_rows(float *y, int64_t ys, const float *x, int64_t xs, int64_t n, int64_t cols, int act) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n * cols) return;
+    int64_t r = i / cols, j = i % cols;
+    y[r * ys + j] = cuda_activate(x[r * xs + j], act);
+}
+
+void cuda_activate_op(ty_backend *be, ty_tensor y, ty_tensor x, ty_activation act) {
+    cuda_backend *c = cuda_of(be);
+    CUDA_CHECK(cudaSetDevice(c->device));
+    int64_t total = y.rows * y.cols;
+    if (total == 0) return;
+    activate_rows<<<cuda_blocks(total, 256), 256, 0, c->stream>>>((float *)y.data, y.stride, (const float *)x.data,
+                                                                 x.stride, y.rows, y.cols, (int)act);
+    CUDA_LAUNCHED();
+}
+
+__global__ void scale_heads_rows(float *x, int64_t xs, const float *s, int64_t ss, int64_t n, int64_t heads, int hd) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n * heads * hd) return;
+    int64_t r = i / (heads * hd), j = i % (heads * hd);
+    x[r * xs + j] *= s[r * ss + j / hd];
+}
+
+void cuda_scale_heads(ty_backend *be, ty_tensor x, ty_tensor s, int head_dim) {
+    cuda_backend *c = cuda_of(be);
+    CUDA_CHECK(cudaSetDevice(c->device));
+    int64_t total = x.rows * s.cols * head_dim;
+    if (total == 0) return;
+    scale_heads_rows<<<cuda_blocks(total, 256), 256, 0, c->stream>>>((float *)x.data, x.stride, (const float *)s.data,
+                                                                    s.stride, x.rows, s.cols, head_dim);
+    CUDA_LAUNCHED();
+}
 
 __global__ void mul_plus_one_rows(float *y, int64_t ys, const float *a, int64_t as, const float *b, int64_t bs,
                                   int64_t n, int64_t cols) {

@@ -143,6 +143,8 @@ void cuda_matmul_exact(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, co
 void cuda_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
 void cuda_add(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
 void cuda_embed(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids);
+void cuda_activate_op(ty_backend *be, ty_tensor y, ty_tensor x, ty_activation act);
+void cuda_scale_heads(ty_backend *be, ty_tensor x, ty_tensor s, int head_dim);
 void cuda_mul_plus_one(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
 void cuda_rows_weighted_sum(ty_backend *be, ty_tensor y, ty_tensor x, const int32_t *rows, const float *w, int k);
 void cuda_rope(ty_backend *be, ty_tensor x, int n_heads, int head_dim, int rot_dims, float theta,
