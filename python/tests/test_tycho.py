@@ -495,6 +495,12 @@ def test_options():
         assert st["kv_pages_total"] == 256
     with pytest.raises(tycho.TychoError):
         tycho.vl(model=str(MODEL), device="tpu")
+    with pytest.raises(tycho.InvalidArgumentError, match="precision"):
+        tycho.vl(model=str(MODEL), precision="fp8")
+    with pytest.raises(tycho.TychoError, match="cuda"):  # the CPU computes in f32 only
+        tycho.vl(model=str(MODEL), precision="bf16")
+    with tycho.vl(model=str(MODEL), precision="f32", threads=1) as m:
+        assert m.caption(B, length="short", settings=GREEDY) == expected("b_378x378.caption.short")
 
 
 def test_close():
