@@ -31,13 +31,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend/cuda/backend_cuda.h"
 #include "cli/bench.h"
 #include "cli/cli.h"
 #include "tycho.h"
 
-#ifdef TYCHO_CUDA
-#include <cuda_runtime_api.h>
-#endif
 
 // One line on stderr; returns 2, the exit status of a usage error.
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -173,42 +171,12 @@ static int bench_parse_args(int argc, char **argv, bench_args *a) {
 
 // ---- reporting ---------------------------------------------------------------------
 
-#ifdef TYCHO_CUDA
-// The NVIDIA kernel driver's version ("580.65.06") from /proc, or "".
-static void bench_nvidia_driver(char *out, size_t cap) {
-    out[0] = '\0';
-    FILE *f = fopen("/proc/driver/nvidia/version", "r");
-    char line[512];
-    if (f && fgets(line, sizeof line, f)) {
-        const char *k = strstr(line, "Kernel Module");
-        // "... Kernel Module  580.65.06  ..." or "... Open Kernel Module for x86_64  580.65.06  ...".
-        for (k = k ? k + strlen("Kernel Module") : NULL; k && *k && *k != '\n'; k += strcspn(k, " \t\n")) {
-            k += strspn(k, " \t");
-            if (*k >= '0' && *k <= '9') {
-                snprintf(out, cap, "%.*s", (int)strcspn(k, " \t\n"), k);
-                break;
-            }
-        }
-    }
-    if (f) fclose(f);
-}
-#endif
 
 // "NVIDIA H100 80GB HBM3, driver 580.65.06, CUDA 13.0" or the CPU's model name; "" when unknown.
 static void bench_device_name(const char *device, char *out, size_t cap) {
     out[0] = '\0';
     if (!strncmp(device, "cuda", 4)) {
-#ifdef TYCHO_CUDA
-        int gpu = device[4] == ':' ? atoi(device + 5) : 0, cuda = 0;
-        struct cudaDeviceProp prop;
-        char driver[64];
-        bench_nvidia_driver(driver, sizeof driver);
-        if (cudaGetDeviceProperties(&prop, gpu) == cudaSuccess) {
-            cudaDriverGetVersion(&cuda);
-            snprintf(out, cap, "%s, driver %s, CUDA %d.%d", prop.name, driver[0] ? driver : "?", cuda / 1000,
-                     cuda % 1000 / 10);
-        }
-#endif
+        backend_cuda_device_name(device[4] == ':' ? atoi(device + 5) : 0, out, cap);
         return;
     }
     FILE *f = fopen("/proc/cpuinfo", "r");

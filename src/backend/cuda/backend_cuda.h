@@ -23,6 +23,9 @@ ty_status backend_cuda_init(ty_backend **out, int device, ty_err *err);
 // A no-op without CUDA.
 void backend_cuda_set_bf16_activations(ty_backend *be, int on);
 
+// "NVIDIA H100 80GB HBM3, driver 580.65.06, CUDA 13.0" for GPU `device`, or "" (no CUDA, no such GPU).
+void backend_cuda_device_name(int device, char *out, size_t cap);
+
 // How many CUDA GPUs this process sees (0 without CUDA, a driver or a GPU).
 int backend_cuda_device_count(void);
 

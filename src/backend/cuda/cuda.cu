@@ -220,6 +220,40 @@ static cudaError_t make_pool(cuda_backend *c) {
     return cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &keep);
 }
 
+// The NVIDIA kernel driver's version ("580.65.06") from /proc, or "".
+static void nvidia_driver(char *out, size_t cap) {
+    out[0] = '\0';
+    FILE *f = fopen("/proc/driver/nvidia/version", "r");
+    char line[512];
+    if (f && fgets(line, sizeof line, f)) {
+        const char *k = strstr(line, "Kernel Module");
+        // "... Kernel Module  580.65.06  ..." or "... Open Kernel Module for x86_64  580.65.06  ...".
+        for (k = k ? k + strlen("Kernel Module") : NULL; k && *k && *k != '\n'; k += strcspn(k, " \t\n")) {
+            k += strspn(k, " \t");
+            if (*k >= '0' && *k <= '9') {
+                snprintf(out, cap, "%.*s", (int)strcspn(k, " \t\n"), k);
+                break;
+            }
+        }
+    }
+    if (f) fclose(f);
+}
+
+extern "C" void backend_cuda_device_name(int device, char *out, size_t cap) {
+    out[0] = '\0';
+    cudaDeviceProp prop;
+    int cuda = 0;
+    char driver[64];
+    nvidia_driver(driver, sizeof driver);
+    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+        cudaGetLastError();
+        return;
+    }
+    cudaDriverGetVersion(&cuda);
+    snprintf(out, cap, "%s, driver %s, CUDA %d.%d", prop.name, driver[0] ? driver : "?", cuda / 1000,
+             cuda % 1000 / 10);
+}
+
 extern "C" int backend_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {

@@ -9,6 +9,10 @@ ty_status backend_cuda_init(ty_backend **out, int device, ty_err *err) {
 
 int backend_cuda_device_count(void) { return 0; }
 
+void backend_cuda_device_name(int device, char *out, size_t cap) {
+    if (cap) out[0] = '\0';
+}
+
 void backend_cuda_set_bf16_activations(ty_backend *be, int on) {}
 #endif
 #ifdef TYCHO_CUDA
