@@ -379,10 +379,9 @@ static void check_rope(int rows, int heads, int hd, int rot) {
 // Host->device copies against the queued work: with the GPU kept busy by large f32
 // GEMMs, many small ops are queued that each upload their metadata (rope: positions,
 // embed: ids) and fresh tensors are written right after their allocation zeroed them.
-// Each op must see its own metadata and each write must land after the zeroing.
-// (The engine's metadata race, src/backend/cuda/upload.cu, did not show here on an
-// H200 with the old uploads: this checks the ordering the ring promises, the
-// engine golden test under batching is what caught the race.)
+// Each op must see its own metadata and each write must land after the zeroing:
+// the ordering upload.cu promises. (The old pageable uploads passed this too, on
+// an H200: it is not a reproduction of the engine's batching failures.)
 static void check_upload_order(void) {
     enum { BIG = 2048, OPS = 48, ROWS = 40, HEADS = 4, HD = 64, V = 500, D = 128 };
     ty_err err;

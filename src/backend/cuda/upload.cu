@@ -1,25 +1,25 @@
 // Host->device copies of the ops (batch metadata, cuda_write) through a ring of
 // pinned host memory and a matching ring of device memory.
 //
-// Why (found with TYCHO_DEBUG_SHADOW, src/engine/md_shadow.h, on an H200 with
-// CUDA 13): every op used to copy its metadata from pageable host memory into
-// one device buffer at offset 0. Under batching and the prefix cache the text
-// forward then computed clearly wrong rows from layer 1 on (keys of a 742-row
-// prefill, a decode row, the first row of a cache-hit chunk), sometimes
-// "an illegal memory access" (a garbage page index followed), while the same
-// step run again gave the right values: a race, not arithmetic. Synchronising
-// the stream before every copy removed every such error; synchronising after
-// every copy did not. So a copy landed in the shared buffer while kernels
-// queued before it had yet to read the previous op's metadata. (What let it
-// overtake them is not pinned down: small pageable copies queued behind
-// large GEMMs in an op test stayed in order.) Now no copy can hurt queued
-// work either way: the host bytes go to pinned memory first (the copy is a
+// What it guarantees: the host bytes go to pinned memory first (the copy is a
 // DMA ordered on the stream like a kernel) and each upload gets device memory
-// of its own. The rings are split into chunks; leaving a chunk records an
-// event, and a chunk is refilled only once its event (all the work queued
-// while it was in use) has completed, so neither the CPU (pinned bytes a
-// queued copy has yet to read) nor a copy (device bytes a queued kernel has
-// yet to read) overwrites anything still needed.
+// of its own, so no copy can overwrite metadata a queued kernel has yet to read
+// (every op used to copy from pageable memory into one buffer at offset 0).
+// The rings are split into chunks; leaving a chunk records an event, and a
+// chunk is refilled only once its event (all the work queued while it was in
+// use) has completed, so neither the CPU (pinned bytes a queued copy has yet to
+// read) nor a copy (device bytes a queued kernel has yet to read) overwrites
+// anything still needed.
+//
+// It is NOT what fixed the engine's batching failures (wrong golden answers
+// under batching and the prefix cache on an H200, nondeterministic, once an
+// illegal address), though it was committed as that (b595262): measured after,
+// on the H200, aade9f7 with this ring still failed (3 of 3 runs, 4-10 cases,
+// and TYCHO_DEBUG_SHADOW caught wrong vision embeddings in the first tower run
+// that were right when run again), while b595262's tree with exactly the old
+// uploads passed (3 runs and a shadow-checked run). What removed the failures
+// lies in d3655b0 (GEMV for <= 8 rows), df16f2d or f3e8bc9 (vision on the
+// device); the race itself is not found yet.
 #include <string.h>
 
 #include "backend/cuda/cuda.h"
