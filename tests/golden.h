@@ -14,6 +14,8 @@
 #include "backend/cuda/backend_cuda.h"
 #include "core/file.h"
 #include "io/safetensors.h"
+#include "io/tokenizer.h"
+#include "model/moondream.h"
 
 // The device golden tests run on: $TYCHO_TEST_DEVICE ("cpu", the default, or
 // "cuda"), so the same tests check a GPU build on a GPU machine.
@@ -53,6 +55,46 @@ static inline double golden_rel_err(const float *a, const safetensors_tensor *re
         den += b * b;
     }
     return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+// One tiny golden model with what its parity test reads: the backend of
+// golden_device(), the model and tokenizer of dir, its expected.safetensors and
+// expected.json, and images.json's "images".
+typedef struct {
+    ty_backend *be;
+    md_model *m;
+    tokenizer *tok;
+    safetensors *exp;
+    cJSON *expected, *images_root;
+    const cJSON *images;
+} golden_model;
+
+// Opens dir (a TEST_DATA path); 1 when everything loaded, else 0 with the
+// first failure in err (the caller reports it).
+static inline int golden_model_open(golden_model *g, const char *dir, ty_err *err) {
+    memset(g, 0, sizeof *g);
+    char path[512];
+    if (golden_backend_init(&g->be, 0, err) != TY_OK || md_model_init(&g->m, dir, g->be, err) != TY_OK) return 0;
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    if (tokenizer_init_from_file(&g->tok, path, err) != TY_OK) return 0;
+    snprintf(path, sizeof path, "%s/expected.safetensors", dir);
+    if (safetensors_init(&g->exp, path, err) != TY_OK) return 0;
+    snprintf(path, sizeof path, "%s/expected.json", dir);
+    g->expected = golden_load_json(path);
+    snprintf(path, sizeof path, "%s/../images.json", dir);
+    g->images_root = golden_load_json(path);
+    g->images = cJSON_GetObjectItem(g->images_root, "images");
+    if (!g->expected || !g->images) ty_err_set(err, TY_E_FORMAT, "%s: cannot read expected.json or images.json", dir);
+    return g->expected && g->images;
+}
+
+static inline void golden_model_close(golden_model *g) {
+    cJSON_Delete(g->expected);
+    cJSON_Delete(g->images_root);
+    if (g->tok) tokenizer_free(g->tok);
+    if (g->m) md_model_free(g->m);
+    if (g->exp) safetensors_free(g->exp);
+    if (g->be) g->be->ops->free(g->be);
 }
 
 #endif

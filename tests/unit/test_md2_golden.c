@@ -118,19 +118,15 @@ static void params_from_case(const cJSON *c, skill_params *p) {
 
 int main(void) {
     ty_err err = {0};
-    ty_backend *be = NULL;
-    md_model *m = NULL;
-    tokenizer *tok = NULL;
-    safetensors *exp = NULL;
-    CHECK_MSG(golden_backend_init(&be, 0, &err) == TY_OK, "%s", err.msg);
-    CHECK_MSG(md_model_init(&m, TEST_DATA("golden/md2-tiny"), be, &err) == TY_OK, "%s", err.msg);
-    CHECK_MSG(tokenizer_init_from_file(&tok, TEST_DATA("golden/md2-tiny/tokenizer.json"), &err) == TY_OK, "%s",
-              err.msg);
-    CHECK(safetensors_init(&exp, TEST_DATA("golden/md2-tiny/expected.safetensors"), &err) == TY_OK);
-    cJSON *expected = golden_load_json(TEST_DATA("golden/md2-tiny/expected.json"));
-    cJSON *images_root = golden_load_json(TEST_DATA("golden/images.json"));
-    cJSON *images = cJSON_GetObjectItem(images_root, "images");
-    if (!m || !tok || !exp || !expected || !images) return test_report("test_md2_golden");
+    golden_model g;
+    int opened = golden_model_open(&g, TEST_DATA("golden/md2-tiny"), &err);
+    CHECK_MSG(opened, "%s", err.msg);
+    if (!opened) return test_report("test_md2_golden");
+    md_model *m = g.m;
+    tokenizer *tok = g.tok;
+    safetensors *exp = g.exp;
+    cJSON *expected = g.expected;
+    const cJSON *images = g.images;
     int vocab = m->cfg.text.vocab_size, passed = 0, excused = 0;
     float *logits = malloc((size_t)vocab * sizeof(float));
     float *embeds = malloc((size_t)MD_PATCHES * m->cfg.text.dim * sizeof(float));
@@ -184,11 +180,6 @@ int main(void) {
     fprintf(stderr, "%d cases identical, %d excused near ties\n", passed, excused);
     free(logits);
     free(embeds);
-    cJSON_Delete(expected);
-    cJSON_Delete(images_root);
-    tokenizer_free(tok);
-    md_model_free(m);
-    safetensors_free(exp);
-    be->ops->free(be);
+    golden_model_close(&g);
     return test_report("test_md2_golden");
 }

@@ -25,19 +25,16 @@ static int ids_equal(const cJSON *want, const int32_t *got, int n) {
 
 int main(void) {
     ty_err err = {0};
-    ty_backend *be = NULL;
-    md_model *m = NULL;
-    tokenizer *tok = NULL;
-    safetensors *exp = NULL;
-    CHECK_MSG(golden_backend_init(&be, 0, &err) == TY_OK, "%s", err.msg);
-    CHECK_MSG(md_model_init(&m, TEST_DATA("golden/md3-tiny"), be, &err) == TY_OK, "%s", err.msg);
-    CHECK_MSG(tokenizer_init_from_file(&tok, TEST_DATA("golden/md3-tiny/tokenizer.json"), &err) == TY_OK, "%s",
-              err.msg);
-    CHECK(safetensors_init(&exp, TEST_DATA("golden/md3-tiny/expected.safetensors"), &err) == TY_OK);
-    cJSON *expected = golden_load_json(TEST_DATA("golden/md3-tiny/expected.json"));
-    cJSON *images_root = golden_load_json(TEST_DATA("golden/images.json"));
-    cJSON *images = cJSON_GetObjectItem(images_root, "images");
-    if (!m || !tok || !exp || !expected || !images) return test_report("test_md3_golden");
+    golden_model g;
+    int opened = golden_model_open(&g, TEST_DATA("golden/md3-tiny"), &err);
+    CHECK_MSG(opened, "%s", err.msg);
+    if (!opened) return test_report("test_md3_golden");
+    ty_backend *be = g.be;
+    md_model *m = g.m;
+    tokenizer *tok = g.tok;
+    safetensors *exp = g.exp;
+    cJSON *expected = g.expected;
+    const cJSON *images = g.images;
 
     // What the loader found: the md3-tiny architecture, from the tensors and config.json.
     const md_text_config *tc = &m->cfg.text;
@@ -134,11 +131,6 @@ int main(void) {
     CHECK(passed + excused == cJSON_GetArraySize(cJSON_GetObjectItem(expected, "cases")));
     free(logits);
     free(embeds);
-    cJSON_Delete(expected);
-    cJSON_Delete(images_root);
-    tokenizer_free(tok);
-    md_model_free(m);
-    safetensors_free(exp);
-    be->ops->free(be);
+    golden_model_close(&g);
     return test_report("test_md3_golden");
 }
