@@ -3,6 +3,7 @@
 //   attention_rows.cu  the f32 path: a block per (query row, head[, slice of keys])
 //   attention_gemm.cu  the tensor-core path: batched TF32 GEMMs around an f32 softmax
 //   attention_flash.cu the same arithmetic fused in one kernel (head_dim 64 and 72)
+//   attention_mma.cu   bf16 mode: a one-pass bf16 flash kernel (head_dim 64 and 72)
 // C++ (nvcc) only.
 #ifndef TYCHO_BACKEND_CUDA_ATTENTION_H
 #define TYCHO_BACKEND_CUDA_ATTENTION_H
@@ -15,7 +16,9 @@ typedef enum {
     ATT_PATH_SPLIT,  // "split": the f32 row kernel, keys split across blocks when rows are few
     ATT_PATH_GEMM,   // "gemm": TF32 GEMMs + softmax for dense groups and prefill sequences, split rows elsewhere
     ATT_PATH_FLASH,  // "flash": as gemm, with the fused kernel wherever it applies
-    ATT_PATH_TC,     // "tc" (default): as gemm, with the fused kernel where it measured faster (att_flash_wins)
+    ATT_PATH_TC,     // "tc" (default): as gemm, with the fused kernel where it measured faster (att_flash_wins);
+                     //   in bf16 mode (c->bf16_activations) the bf16 kernel (att_mma) first
+    ATT_PATH_MMA,    // "mma": as tc, with the bf16 kernel wherever it applies, in either mode
 } att_path;
 
 // A sequence takes the tensor-core path when this forward has at least this many of its
@@ -76,6 +79,17 @@ int att_flash_wins(int nq, int groups);
 int att_flash(cuda_backend *c, float *out, int64_t os, const float *q, int64_t qs, const float *k, int64_t ks,
               const float *v, int64_t vs, int nq, int nk, int n_heads, int n_kv_heads, int hd, float scale,
               const int32_t *visible, int groups);
+
+// ---- attention_mma.cu ------------------------------------------------------------------
+
+// The backend's bf16 mode (c->bf16_activations; TYCHO_CUDA_ATTENTION=mma forces it): att_flash's
+// arguments and result, on bf16 tensor cores (mma.sync m16n8k16, f32 accumulators) in one pass
+// with an online softmax: q, k, v and p rounded to bf16 (nearest), the rest f32. Returns 0,
+// having launched nothing, where it does not apply (head_dim other than 64 and 72, key rows
+// not 16-byte aligned, q or out rows not 8-byte aligned).
+int att_mma(cuda_backend *c, float *out, int64_t os, const float *q, int64_t qs, const float *k, int64_t ks,
+            const float *v, int64_t vs, int nq, int nk, int n_heads, int n_kv_heads, int hd, float scale,
+            const int32_t *visible, int groups);
 
 // Positions [0, n) of sequence s copied from the paged cache into contiguous rows
 // k_dst, v_dst (n, cols).
