@@ -80,8 +80,9 @@ ty_status md_text_forward(md_model *m, md_kv_cache *kv, const md_text_step *step
         op->matmul(be, t[QKV], t[L], blk->qkv.w, &blk->qkv.b, TY_ACT_NONE);
         if (c->tau && (s = md_tau_apply(m, &blk->tau, t[QKV], b, err)) != TY_OK) goto done;
         ty_tensor q = tensor_cols(t[QKV], 0, d), k = tensor_cols(t[QKV], d, kvw), v = tensor_cols(t[QKV], d + kvw, kvw);
-        op->rope(be, q, c->n_heads, (int)hd, MD_ROT_DIMS, c->rope_theta, b);
-        op->rope(be, k, c->n_kv_heads, (int)hd, MD_ROT_DIMS, c->rope_theta, b);
+        // q's heads and k's are adjacent columns: one rope over both (one op, not two).
+        op->rope(be, tensor_cols(t[QKV], 0, d + kvw), c->n_heads + c->n_kv_heads, (int)hd, MD_ROT_DIMS,
+                 c->rope_theta, b);
         op->kv_write(be, &kv->layers[l], k, v, b);
         op->attention(be, t[O], q, &kv->layers[l], c->n_heads, c->n_kv_heads, (int)hd, 1.0f / sqrtf((float)hd), b);
         op->matmul(be, t[A], t[O], blk->proj.w, &blk->proj.b, TY_ACT_NONE);

@@ -12,10 +12,9 @@
 // tensor cores: a sequence's visible keys are gathered from the pages into
 // contiguous rows, then GEMM, masked softmax, GEMM (attention_gemm.cu); vision
 // calls of several crops take the fused kernel (attention_flash.cu), measured
-// faster there. In the backend's bf16 mode both take the bf16 flash kernel
-// (attention_mma.cu) first. The other rows (decode) run the f32 row kernel,
-// split over keys when they are too few to fill the GPU (attention_rows.cu).
-// Both in one call for a batch that mixes prefill and decode.
+// faster there. The other rows (decode) run the f32 row kernel, split over
+// keys when they are too few to fill the GPU (attention_rows.cu). Both in one
+// call for a batch that mixes prefill and decode.
 #include <math.h>
 #include <string.h>
 
@@ -44,8 +43,9 @@ static int row_visible(const ty_batch *b, int r) {
 }
 
 // Uploads what the kernels need of b and n_extra ints of the caller's; page_size 0:
-// rows' seq and pos only.
-static dev_batch upload_batch(cuda_backend *c, const ty_batch *b, int page_size, const int32_t *extra,
+// rows' seq and pos only. site: the caller's cuda_meta_cache (every layer of a
+// forward passes the same batch: one upload per forward, not one per layer).
+static dev_batch upload_batch(cuda_backend *c, int site, const ty_batch *b, int page_size, const int32_t *extra,
                               size_t n_extra) {
     int R = b->n_rows, S = page_size ? b->n_seqs : 0;
     int32_t *need = host_i32((size_t)S);  // positions each sequence's page list must cover
@@ -73,7 +73,7 @@ static dev_batch upload_batch(cuda_backend *c, const ty_batch *b, int page_size,
         off[s + 1] = off[s] + np;
     }
     if (n_extra) memcpy(pages + n_pages, extra, n_extra * sizeof(int32_t));
-    int32_t *dp = (int32_t *)cuda_meta_upload(c, h, total * sizeof(int32_t));
+    const int32_t *dp = (const int32_t *)cuda_meta_upload_cached(c, site, h, total * sizeof(int32_t));
     d.seq = dp;
     d.pos = dp + R;
     d.visible = dp + 2 * R;
@@ -111,7 +111,7 @@ void cuda_rope(ty_backend *be, ty_tensor x, int n_heads, int head_dim, int rot_d
     if (!h) abort();
     memcpy(h, batch->pos, (size_t)R * sizeof(int32_t));
     for (int j = 0; j < half; j++) h[R + j] = 1.0f / powf(theta, (float)(2 * j) / (float)rot_dims);
-    const int32_t *d_pos = (const int32_t *)cuda_meta_upload(c, h, n * sizeof(float));
+    const int32_t *d_pos = (const int32_t *)cuda_meta_upload_cached(c, CUDA_META_ROPE, h, n * sizeof(float));
     free(h);
     int64_t total = (int64_t)R * n_heads * half;
     rope_pairs<<<cuda_blocks(total, 256), 256, 0, c->stream>>>((float *)x.data, x.stride, R, n_heads, head_dim, half,
@@ -135,7 +135,7 @@ void cuda_kv_write(ty_backend *be, ty_kv_layer *kv, ty_tensor k, ty_tensor v, co
     CUDA_CHECK(cudaSetDevice(c->device));
     int R = batch->n_rows, cols = (int)k.cols;
     if (R == 0 || cols == 0) return;
-    dev_batch d = upload_batch(c, batch, kv->page_size, NULL, 0);
+    dev_batch d = upload_batch(c, CUDA_META_KV_WRITE, batch, kv->page_size, NULL, 0);
     kv_write_rows<<<cuda_blocks((int64_t)R * cols, 256), 256, 0, c->stream>>>(
         (float *)kv->k.data, kv->k.stride, (float *)kv->v.data, kv->v.stride, (const float *)k.data, k.stride,
         (const float *)v.data, v.stride, R, cols, d.seq, d.pos, d.page_off, d.pages, kv->page_size);
@@ -143,7 +143,7 @@ void cuda_kv_write(ty_backend *be, ty_kv_layer *kv, ty_tensor k, ty_tensor v, co
 }
 
 
-// TYCHO_CUDA_ATTENTION: rows | split | gemm | flash | tc (default) | mma; anything else warns once and takes tc.
+// TYCHO_CUDA_ATTENTION: rows | split | gemm | flash | tc (default); anything else warns once and takes tc.
 static att_path path_now(void) {
     static int warned;
     const char *e = getenv("TYCHO_CUDA_ATTENTION");
@@ -152,22 +152,10 @@ static att_path path_now(void) {
     if (!strcmp(e, "split")) return ATT_PATH_SPLIT;
     if (!strcmp(e, "gemm")) return ATT_PATH_GEMM;
     if (!strcmp(e, "flash")) return ATT_PATH_FLASH;
-    if (!strcmp(e, "mma")) return ATT_PATH_MMA;
     if (!warned)
-        fprintf(stderr, "tycho cuda: TYCHO_CUDA_ATTENTION=%s: expected rows, split, gemm, flash, tc or mma; using tc\n",
-                e);
+        fprintf(stderr, "tycho cuda: TYCHO_CUDA_ATTENTION=%s: expected rows, split, gemm, flash or tc; using tc\n", e);
     warned = 1;
     return ATT_PATH_TC;
-}
-
-// Whether tensor-core sequences and dense groups try the bf16 kernel (attention_mma.cu) first:
-// path mma, or tc in bf16 mode unless TYCHO_CUDA_ATTENTION_MMA=0 (A/B runs: bf16 mode with the
-// TF32 paths it had before).
-static int mma_now(const cuda_backend *c, att_path path) {
-    if (path == ATT_PATH_MMA) return 1;
-    if (path != ATT_PATH_TC || !c->bf16_activations) return 0;
-    const char *e = getenv("TYCHO_CUDA_ATTENTION_MMA");
-    return !e || strcmp(e, "0");
 }
 
 static int prefill_rows_now(void) {
@@ -228,12 +216,11 @@ void cuda_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_laye
     int splits = path == ATT_PATH_ROWS || n_rest == 0 ? 1 : att_rows_splits(c, n_rest, n_heads, rest_keys);
     size_t rows_floats = att_rows_scratch(n_rest, n_heads, head_dim, splits);
     float *scratch = (float *)cuda_scratch_get(c, &c->att, 4 * (tc_floats > rows_floats ? tc_floats : rows_floats));
-    dev_batch d = upload_batch(c, batch, kv->page_size, rest, (size_t)n_rest);
+    dev_batch d = upload_batch(c, CUDA_META_ATTENTION, batch, kv->page_size, rest, (size_t)n_rest);
     att_keys src = {(const float *)kv->k.data, (const float *)kv->v.data, kv->k.stride, kv->v.stride, d.seq,
                     d.visible, d.page_off, d.pages, kv->page_size, 0};
     if (tc_floats) {
         // One sequence at a time through the same scratch (the stream orders them): K, V (keys, W), then scores.
-        int mma = mma_now(c, path);  // bf16 mode: the bf16 kernel first; f32 mode's paths are untouched by it
         att_gemm_plans *plans = att_gemm_plans_new();
         for (int s = 0; s < S; s++) {
             if (count[s] <= 0) continue;
@@ -242,9 +229,6 @@ void cuda_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_laye
             att_gather(c, kd, vd, kv, W, d.page_off, d.pages, s, nk);
             const float *qd = (const float *)q.data + (int64_t)f0 * q.stride;
             float *od = (float *)out.data + (int64_t)f0 * out.stride;
-            if (mma && att_mma(c, od, out.stride, qd, q.stride, kd, W, vd, W, n, nk, n_heads, n_kv_heads, head_dim,
-                               scale, d.visible + f0, 1))
-                continue;
             int flash = path == ATT_PATH_FLASH || (path == ATT_PATH_TC && att_flash_wins(n, 1));
             if (flash && att_flash(c, od, out.stride, qd, q.stride, kd, W, vd, W, n, nk, n_heads, n_kv_heads, head_dim,
                                    scale, d.visible + f0, 1))
@@ -268,10 +252,6 @@ void cuda_attention_dense(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor 
     att_path path = path_now();
     att_keys src = {(const float *)k.data, (const float *)v.data, k.stride, v.stride, NULL, NULL, NULL, NULL, 0, group};
     if (path >= ATT_PATH_GEMM && R % group == 0) {
-        if (mma_now(c, path) && att_mma(c, (float *)out.data, out.stride, (const float *)q.data, q.stride,
-                                        (const float *)k.data, k.stride, (const float *)v.data, v.stride, group,
-                                        group, n_heads, n_heads, head_dim, scale, NULL, R / group))
-            return;
         int flash = path == ATT_PATH_FLASH || (path == ATT_PATH_TC && att_flash_wins(group, R / group));
         if (flash && att_flash(c, (float *)out.data, out.stride, (const float *)q.data, q.stride,
                                              (const float *)k.data, k.stride, (const float *)v.data, v.stride, group,

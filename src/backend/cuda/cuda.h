@@ -40,7 +40,18 @@ typedef struct {
     size_t used;   // bytes of it taken
     cudaEvent_t ev[CUDA_RING_CHUNKS];  // recorded when the ring leaves the chunk
     int pending[CUDA_RING_CHUNKS];     // ev recorded and not yet waited for
+    uint64_t laps;                     // chunks left so far (+ CUDA_RING_CHUNKS when the ring is remade)
 } cuda_ring;
+
+// The last bytes one call site uploaded, so a repeat (the same batch metadata for
+// every layer of a forward) reuses the device copy instead of another upload.
+typedef struct {
+    void *host;        // malloc'd copy of the bytes
+    size_t n, cap;
+    const void *dev;   // where they are on the device
+    uint64_t laps;     // the ring's laps when uploaded: valid while fewer than CUDA_RING_CHUNKS since
+} cuda_meta_cache;
+enum { CUDA_META_ROPE, CUDA_META_KV_WRITE, CUDA_META_ATTENTION, CUDA_META_SITES };
 
 typedef struct {
     ty_backend base;
@@ -50,6 +61,7 @@ typedef struct {
     void *workspace;  // cuBLASLt's (CUDA_LT_WORKSPACE bytes)
     cuda_scratch act;   // matmul: x rounded to the weight dtype
     cuda_ring up;       // host->device copies: batch metadata (ids, positions, page tables), cuda_write
+    cuda_meta_cache meta[CUDA_META_SITES];  // per call site: its last upload (rope, kv_write, attention)
     cuda_scratch att;   // attention: gathered keys and values, scores, split-K partial results
     size_t smem_optin;  // shared memory a block may ask for
     cudaMemPool_t pool;  // activations and KV caches
@@ -99,6 +111,9 @@ void cuda_upload_free(cuda_backend *c);
 // region, ordered on the stream; returns its device address, valid for the work
 // queued next. The host copy may be reused as soon as this returns.
 void *cuda_meta_upload(cuda_backend *c, const void *host, size_t n);
+// cuda_meta_upload unless site's last upload had the same n bytes and its device
+// copy is still live: then that copy (no copy queued, nothing on the stream).
+const void *cuda_meta_upload_cached(cuda_backend *c, int site, const void *host, size_t n);
 // dst (f32 rows with a stride) = host (dst.rows, dst.cols) f32, ordered on the stream.
 void cuda_upload_rows(cuda_backend *c, ty_tensor dst, const float *host);
 

@@ -11,7 +11,7 @@
 // twice the tensor-core work (prefill, vision) but reads W once, so decode
 // (bandwidth-bound) pays little. backend_cuda_set_bf16_activations(be, 1)
 // selects the single rounding for speed. Up to 8 rows (decode) take the f32
-// GEMV of gemv.cu instead, exact as well.
+// GEMV of gemv.cu instead, exact as well, in either mode.
 #include "backend/cuda/cuda.h"
 
 // x (n, k) f32 with a row stride -> x2 (2n, k) f32: rows [0, n) hi, [n, 2n) lo.
@@ -39,12 +39,18 @@ void cuda_matmul_exact(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, co
                        ty_activation act) {
     cuda_backend *c = cuda_of(be);
     int64_t n = x.rows, k = x.cols, m = w.rows;
-    if (w.dtype != TY_DTYPE_BF16 || c->bf16_activations || n == 0 || m == 0 || k == 0) {
+    if (w.dtype != TY_DTYPE_BF16 || n == 0 || m == 0 || k == 0) {
         cuda_matmul(be, y, x, w, bias, act);
         return;
     }
     CUDA_CHECK(cudaSetDevice(c->device));
-    if (cuda_gemv(c, y, x, w, bias, act)) return;  // decode rows: exact without a split (gemv.cu)
+    // Decode rows: exact without a split (gemv.cu), in both precisions: one
+    // bandwidth-bound launch instead of a rounding kernel and a GEMM.
+    if (cuda_gemv(c, y, x, w, bias, act)) return;
+    if (c->bf16_activations) {
+        cuda_matmul(be, y, x, w, bias, act);
+        return;
+    }
     float *x2, *y2;  // (2n, k), (2n, m): stream-ordered scratch from the backend's pool
     CUDA_CHECK(cudaMallocFromPoolAsync((void **)&x2, (size_t)(2 * n * k) * sizeof(float), c->pool, c->stream));
     CUDA_CHECK(cudaMallocFromPoolAsync((void **)&y2, (size_t)(2 * n * m) * sizeof(float), c->pool, c->stream));
