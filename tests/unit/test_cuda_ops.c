@@ -465,10 +465,34 @@ static void check_upload_order(void) {
 //     cuBLASLt may also take a plain f32 kernel for a small shape (measured: 3x50
 //     rows, head_dim 13 and 20, chunks of 5-7 rows): then those rows match the
 //     double reference over the f32 operands instead, which counts too (per row).
-static const char *const att_paths[] = {"rows", "split", "gemm", "flash", "tc"};
-enum { ATT_N_PATHS = 5, ATT_TC_ROWS = 16 };  // ATT_TC_ROWS: set as TYCHO_CUDA_ATTENTION_PREFILL_ROWS
+static const char *const att_paths_f32[] = {"rows", "split", "gemm", "flash", "tc"};
+enum { ATT_N_PATHS_F32 = 5, ATT_TC_ROWS = 16 };  // ATT_TC_ROWS: set as TYCHO_CUDA_ATTENTION_PREFILL_ROWS
 #define ATT_TC_TOL 2e-3
 #define ATT_TF32_REF_TOL 1e-4
+
+// The backend's bf16 mode (backend_cuda_set_bf16_activations) sends the tensor-core
+// sequences and dense groups of the tc path to the bf16 kernel (attention_mma.cu; "mma"
+// forces it) where head_dim is 64 or 72; everything else as in f32 mode. The f32 mode's
+// cases (check_attention_cases) run with the mode off; check_attention_bf16 runs paths tc
+// and mma with it on (att_bf16 set), against the same CPU result and against double
+// references over q, k, v rounded to bf16 (p unrounded: the kernel rounds p = 2^(x − m)
+// against a running max m, which no reference reproduces).
+//   bf16 keeps 8 significant bits: unit roundoff 2^-8, ~2.3e-3 RMS relative rounding per
+//   operand, 8x TF32's 2.8e-4 (11 bits). The TF32 paths measured 2.6-3.8e-4 from the CPU
+//   with q·k, p and v rounded; the same error model at bf16 gives 8x: ~2.1-3.0e-3.
+//   ATT_BF16_TOL = 1.6e-2 is ATT_TC_TOL scaled by the same 8 (the same ~5x margin; an
+//   indexing or masking bug gives O(1)). Against the bf16-operand reference only p's
+//   rounding is left: one of the three roughly equal contributions above, ~1.2-1.7e-3
+//   (p's relative rounding error carries straight into o: o = Σ p v / Σ p);
+//   ATT_BF16_REF_TOL = 5e-3, 3x over that, 3x under the CPU distance's scale.
+static const char *const att_paths_bf16[] = {"tc", "mma"};
+#define ATT_BF16_TOL 1.6e-2
+#define ATT_BF16_REF_TOL 5e-3
+static int att_bf16;  // the bf16 mode's checks (paths, references, tolerances)
+static const char *const *att_paths = att_paths_f32;
+static int att_n_paths = ATT_N_PATHS_F32;
+
+static float bf16_nearest(float v) { return bf16_to_f32(f32_to_bf16(v)); }
 
 static float tf32_nearest(float v) {
     uint32_t u;
@@ -533,6 +557,15 @@ static void att_compare(const char *what, const char *path, const float *hg, con
     }
     double e_ref = isnan(num) ? NAN : sqrt(num / (den > 0 ? den : 1));
     double e_tf = rel_err_d(hg, ref_tf32, n), e_f = rel_err_d(hg, ref_f32, n);
+    if (att_bf16) {  // paths tc and mma in bf16 mode: ref_tf32 holds the bf16-operand reference
+        CHECK_MSG(e_cpu < ATT_BF16_TOL && e_ref < ATT_BF16_REF_TOL,
+                  "%s, path %s (bf16 mode): vs cpu %.3g (tol %.1e), vs double ref %.3g (tol %.0e; bf16 operands "
+                  "%.3g, f32 %.3g)",
+                  what, path, e_cpu, ATT_BF16_TOL, e_ref, ATT_BF16_REF_TOL, e_tf, e_f);
+        fprintf(stderr, "  %s, path %-5s (bf16 mode): vs cpu %.2e  vs double ref %.2e (bf16 operands %.2e, f32 %.2e)\n",
+                what, path, e_cpu, e_ref, e_tf, e_f);
+        return;
+    }
     // The exactness check (against a reference over the operands as rounded) holds for
     // our own kernel (flash) only: on the paths through cuBLASLt (gemm, and tc, which
     // may take it) the library picks its kernel and operand rounding per shape; measured
@@ -618,7 +651,7 @@ static void check_attention(int n_seqs, const int *len, const int *prefix, const
             int rows_of[AT_MAXS] = {0};
             for (int r = 0; r < R; r++) rows_of[seq[r]]++;
             double *ref[2] = {xmalloc((size_t)R * H * HD * sizeof(double)), xmalloc((size_t)R * H * HD * sizeof(double))};
-            float (*rnds[2])(float) = {tf32_nearest, no_rounding};
+            float (*rnds[2])(float) = {att_bf16 ? bf16_nearest : tf32_nearest, no_rounding};
             int maxlen = 0;
             for (int s = 0; s < n_seqs; s++) maxlen = len[s] > maxlen ? len[s] : maxlen;
             const float **kp = xmalloc((size_t)2 * maxlen * sizeof(*kp)), **vp = kp + maxlen;
@@ -638,7 +671,7 @@ static void check_attention(int n_seqs, const int *len, const int *prefix, const
                         for (int t = 0; t < nv; t++)
                             kp[t] = kr[s] + (size_t)t * W + kvh * HD, vp[t] = vr[s] + (size_t)t * W + kvh * HD;
                         ref_attend(ref[m] + ((size_t)r * H + h) * HD, (tc ? qr : q) + (size_t)r * QW + (h + 1) * HD,
-                                   kp, vp, nv, HD, scale, tc ? rnds[m] : no_rounding, sc);
+                                   kp, vp, nv, HD, scale, tc && !att_bf16 ? rnds[m] : no_rounding, sc);
                     }
                 }
                 for (int s = 0; s < n_seqs; s++) free(kr[s]), free(vr[s]);
@@ -649,7 +682,7 @@ static void check_attention(int n_seqs, const int *len, const int *prefix, const
                      HD, page);
             float *nan = xmalloc((size_t)R * H * HD * sizeof(float));
             for (size_t i = 0; i < (size_t)R * H * HD; i++) nan[i] = NAN;
-            for (int pi = 0; pi < ATT_N_PATHS; pi++) {
+            for (int pi = 0; pi < att_n_paths; pi++) {
                 gpu->ops->write(gpu, to.g, nan);
                 set_att_path(att_paths[pi]);
                 gpu->ops->attention(gpu, to.g, qg, &kg, H, KVH, HD, scale, &b);
@@ -691,7 +724,7 @@ static void check_attention_dense(int groups, int group, int H, int HD) {
     float *hc = xmalloc((size_t)R * W * sizeof(float)), *hg = xmalloc((size_t)R * W * sizeof(float));
     cpu->ops->read(cpu, to.c, hc);
     double *ref[2] = {xmalloc((size_t)R * W * sizeof(double)), xmalloc((size_t)R * W * sizeof(double))};
-    float (*rnds[2])(float) = {tf32_nearest, no_rounding};
+    float (*rnds[2])(float) = {att_bf16 ? bf16_nearest : tf32_nearest, no_rounding};
     const float **kp = xmalloc((size_t)2 * group * sizeof(*kp)), **vp = kp + group;
     double *sc = xmalloc((size_t)group * sizeof(double));
     for (int m = 0; m < 2; m++) {
@@ -702,7 +735,7 @@ static void check_attention_dense(int groups, int group, int H, int HD) {
                 for (int t = 0; t < group; t++)
                     kp[t] = x + (size_t)(r0 + t) * 3 * W + W + h * HD, vp[t] = x + (size_t)(r0 + t) * 3 * W + 2 * W + h * HD;
                 ref_attend(ref[m] + ((size_t)r * H + h) * HD, x + (size_t)r * 3 * W + h * HD, kp, vp, group, HD, scale,
-                           rnds[m], sc);
+                           att_bf16 ? no_rounding : rnds[m], sc);
             }
         free(x);
     }
@@ -710,7 +743,7 @@ static void check_attention_dense(int groups, int group, int H, int HD) {
     snprintf(what, sizeof what, "dense attention groups=%d group=%d H=%d HD=%d", groups, group, H, HD);
     float *nan = xmalloc((size_t)R * W * sizeof(float));
     for (size_t i = 0; i < (size_t)R * W; i++) nan[i] = NAN;
-    for (int pi = 0; pi < ATT_N_PATHS; pi++) {
+    for (int pi = 0; pi < att_n_paths; pi++) {
         gpu->ops->write(gpu, to.g, nan);
         set_att_path(att_paths[pi]);
         gpu->ops->attention_dense(gpu, to.g, tensor_cols(tqkv.g, 0, W), tensor_cols(tqkv.g, W, W),
@@ -771,6 +804,82 @@ static void check_attention_cases(void) {
     check_attention_dense(3, 50, 4, 64);
     check_attention_dense(3, 729, 16, 72);  // three vision crops
     check_attention_dense(2, 37, 3, 13);    // odd head_dim
+}
+
+// The bf16 mode's attention (the bf16 kernel where it applies): paths tc and mma, with
+// bf16 tolerances (above att_paths_bf16). The real shapes, then the kernel's edges: row
+// and key counts not multiples of its 64-row / 64-key tiles, visible counts that end
+// mid-tile (prefixes of 730 = 11·64 + 26 and 45, causal rows), grouped kv heads, a
+// head_dim it does not take (falls through to the TF32 paths).
+static void check_attention_bf16(void) {
+    backend_cuda_set_bf16_activations(gpu, 1);
+    att_bf16 = 1, att_paths = att_paths_bf16, att_n_paths = 2;
+    setenv("TYCHO_CUDA_ATTENTION_PREFILL_ROWS", "16", 1);  // = ATT_TC_ROWS
+    check_attention_dense(3, 729, 16, 72);  // three vision crops
+    {  // the image prefix plus question rows in one prefill (32:32), hd 64
+        int len[1] = {752}, prefix[1] = {730}, hist[1] = {0};
+        check_attention(1, len, prefix, hist, 32, 32, 64, 16);
+    }
+    {  // grouped kv heads (12:4): a question after a cached prefix (19 causal rows), a whole prefill
+        int len[2] = {749, 747}, prefix[2] = {730, 730}, hist[2] = {730, 0};
+        check_attention(2, len, prefix, hist, 12, 4, 64, 16);
+    }
+    {  // mixed: a chunk from mid-prefix (rows 500..759), decode rows, a text-only prompt (causal from 0)
+        int len[4] = {800, 41, 1, 760}, prefix[4] = {730, 0, 0, 730}, hist[4] = {799, 0, 0, 500};
+        check_attention(4, len, prefix, hist, 32, 32, 64, 16);
+    }
+    {  // small and odd: prefix 45 of 131 keys; 73 causal rows over 93 keys; hd 72, 4:2 heads, pages of 7
+        int len[2] = {131, 93}, prefix[2] = {45, 0}, hist[2] = {0, 20};
+        check_attention(2, len, prefix, hist, 4, 2, 72, 7);
+    }
+    check_attention_dense(2, 100, 2, 72);  // 100 rows and keys: two row tiles, the second 36 rows
+    check_attention_dense(3, 50, 4, 64);
+    check_attention_dense(2, 37, 3, 13);  // not the bf16 kernel's: the TF32 paths
+    att_bf16 = 0, att_paths = att_paths_f32, att_n_paths = ATT_N_PATHS_F32;
+}
+
+// TYCHO_TEST_ATTENTION_BENCH=1: ms per call of dense attention at the vision shape (9 crops
+// of 729 rows, 16 heads, head_dim 72) on the bf16 kernel (bf16 mode; blocks of 4 warps, the
+// default, and of 8) and the TF32 fused and GEMM paths (f32 mode), host clock around 20 calls after 3 warm-ups, the stream drained by
+// reading one row; TFLOP/s over 4·crops·729²·16·72 (Q·Kᵀ and P·V; the TF32 fused kernel
+// does 1.5x that). Prints only; off by default.
+static void bench_attention_bf16(void) {
+    const char *e = getenv("TYCHO_TEST_ATTENTION_BENCH");
+    if (!e || !*e || !strcmp(e, "0")) return;
+    ty_err err;
+    enum { CROPS = 9, ROWS = 729, H = 16, HD = 72, W = H * HD, CALLS = 20 };
+    ty_tensor qkv, o;
+    CHECK(gpu->ops->alloc(gpu, &qkv, TY_DTYPE_F32, CROPS * ROWS, 3 * W, &err) == TY_OK);
+    CHECK(gpu->ops->alloc(gpu, &o, TY_DTYPE_F32, CROPS * ROWS, W, &err) == TY_OK);
+    float *x = frandv((size_t)CROPS * ROWS * 3 * W, 1.0f), row[W];
+    gpu->ops->write(gpu, qkv, x);
+    free(x);
+    static const char *const paths[4] = {"mma", "mma", "flash", "gemm"}, *const warps[4] = {"4", "8", "", ""};
+    double flop = 4.0 * CROPS * ROWS * ROWS * H * HD;
+    for (int pi = 0; pi < 4; pi++) {
+        backend_cuda_set_bf16_activations(gpu, pi < 2);
+        set_att_path(paths[pi]);
+        setenv("TYCHO_CUDA_ATTENTION_MMA_WARPS", warps[pi], 1);
+        struct timespec t0, t1;
+        for (int i = 0; i < 3 + CALLS; i++) {
+            if (i == 3) {
+                gpu->ops->read(gpu, tensor_rows(o, 0, 1), row);
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+            }
+            gpu->ops->attention_dense(gpu, o, tensor_cols(qkv, 0, W), tensor_cols(qkv, W, W),
+                                      tensor_cols(qkv, 2 * W, W), H, HD, 1.0f / sqrtf((float)HD), ROWS);
+        }
+        gpu->ops->read(gpu, tensor_rows(o, 0, 1), row);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double ms = ((double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6) / CALLS;
+        fprintf(stderr, "bench: dense attention %d crops x %d rows, %d heads, hd %d, path %-5s%s%s: %.3f ms/call, "
+                "%.1f TFLOP/s\n", CROPS, ROWS, H, HD, paths[pi], *warps[pi] ? " warps " : "", warps[pi], ms,
+                flop / (ms * 1e-3) / 1e12);
+    }
+    unsetenv("TYCHO_CUDA_ATTENTION");
+    unsetenv("TYCHO_CUDA_ATTENTION_MMA_WARPS");
+    backend_cuda_set_bf16_activations(gpu, 1);
+    gpu->ops->release(gpu, &qkv), gpu->ops->release(gpu, &o);
 }
 
 int main(void) {
@@ -840,7 +949,11 @@ int main(void) {
     check_rope(40, 32, 64, 32);  // partial rotation, as Moondream's text decoder
     check_upload_order();
 
+    // Attention: the f32 mode's paths (bf16 mode off: those tolerances are TF32's), then the bf16 mode's.
+    backend_cuda_set_bf16_activations(gpu, 0);
     check_attention_cases();
+    check_attention_bf16();
+    bench_attention_bf16();
 
     gpu->ops->free(gpu);
     cpu->ops->free(cpu);

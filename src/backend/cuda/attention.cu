@@ -12,9 +12,10 @@
 // tensor cores: a sequence's visible keys are gathered from the pages into
 // contiguous rows, then GEMM, masked softmax, GEMM (attention_gemm.cu); vision
 // calls of several crops take the fused kernel (attention_flash.cu), measured
-// faster there. The other rows (decode) run the f32 row kernel, split over
-// keys when they are too few to fill the GPU (attention_rows.cu). Both in one
-// call for a batch that mixes prefill and decode.
+// faster there. In the backend's bf16 mode both take the bf16 flash kernel
+// (attention_mma.cu) first. The other rows (decode) run the f32 row kernel,
+// split over keys when they are too few to fill the GPU (attention_rows.cu).
+// Both in one call for a batch that mixes prefill and decode.
 #include <math.h>
 #include <string.h>
 
@@ -143,7 +144,7 @@ void cuda_kv_write(ty_backend *be, ty_kv_layer *kv, ty_tensor k, ty_tensor v, co
 }
 
 
-// TYCHO_CUDA_ATTENTION: rows | split | gemm | flash | tc (default); anything else warns once and takes tc.
+// TYCHO_CUDA_ATTENTION: rows | split | gemm | flash | tc (default) | mma; anything else warns once and takes tc.
 static att_path path_now(void) {
     static int warned;
     const char *e = getenv("TYCHO_CUDA_ATTENTION");
@@ -152,10 +153,22 @@ static att_path path_now(void) {
     if (!strcmp(e, "split")) return ATT_PATH_SPLIT;
     if (!strcmp(e, "gemm")) return ATT_PATH_GEMM;
     if (!strcmp(e, "flash")) return ATT_PATH_FLASH;
+    if (!strcmp(e, "mma")) return ATT_PATH_MMA;
     if (!warned)
-        fprintf(stderr, "tycho cuda: TYCHO_CUDA_ATTENTION=%s: expected rows, split, gemm, flash or tc; using tc\n", e);
+        fprintf(stderr, "tycho cuda: TYCHO_CUDA_ATTENTION=%s: expected rows, split, gemm, flash, tc or mma; using tc\n",
+                e);
     warned = 1;
     return ATT_PATH_TC;
+}
+
+// Whether tensor-core sequences and dense groups try the bf16 kernel (attention_mma.cu) first:
+// path mma, or tc in bf16 mode unless TYCHO_CUDA_ATTENTION_MMA=0 (A/B runs: bf16 mode with the
+// TF32 paths it had before).
+static int mma_now(const cuda_backend *c, att_path path) {
+    if (path == ATT_PATH_MMA) return 1;
+    if (path != ATT_PATH_TC || !c->bf16_activations) return 0;
+    const char *e = getenv("TYCHO_CUDA_ATTENTION_MMA");
+    return !e || strcmp(e, "0");
 }
 
 static int prefill_rows_now(void) {
@@ -221,6 +234,7 @@ void cuda_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_laye
                     d.visible, d.page_off, d.pages, kv->page_size, 0};
     if (tc_floats) {
         // One sequence at a time through the same scratch (the stream orders them): K, V (keys, W), then scores.
+        int mma = mma_now(c, path);  // bf16 mode: the bf16 kernel first; f32 mode's paths are untouched by it
         att_gemm_plans *plans = att_gemm_plans_new();
         for (int s = 0; s < S; s++) {
             if (count[s] <= 0) continue;
@@ -229,6 +243,9 @@ void cuda_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_laye
             att_gather(c, kd, vd, kv, W, d.page_off, d.pages, s, nk);
             const float *qd = (const float *)q.data + (int64_t)f0 * q.stride;
             float *od = (float *)out.data + (int64_t)f0 * out.stride;
+            if (mma && att_mma(c, od, out.stride, qd, q.stride, kd, W, vd, W, n, nk, n_heads, n_kv_heads, head_dim,
+                               scale, d.visible + f0, 1))
+                continue;
             int flash = path == ATT_PATH_FLASH || (path == ATT_PATH_TC && att_flash_wins(n, 1));
             if (flash && att_flash(c, od, out.stride, qd, q.stride, kd, W, vd, W, n, nk, n_heads, n_kv_heads, head_dim,
                                    scale, d.visible + f0, 1))
@@ -252,6 +269,10 @@ void cuda_attention_dense(ty_backend *be, ty_tensor out, ty_tensor q, ty_tensor 
     att_path path = path_now();
     att_keys src = {(const float *)k.data, (const float *)v.data, k.stride, v.stride, NULL, NULL, NULL, NULL, 0, group};
     if (path >= ATT_PATH_GEMM && R % group == 0) {
+        if (mma_now(c, path) && att_mma(c, (float *)out.data, out.stride, (const float *)q.data, q.stride,
+                                        (const float *)k.data, k.stride, (const float *)v.data, v.stride, group,
+                                        group, n_heads, n_heads, head_dim, scale, NULL, R / group))
+            return;
         int flash = path == ATT_PATH_FLASH || (path == ATT_PATH_TC && att_flash_wins(group, R / group));
         if (flash && att_flash(c, (float *)out.data, out.stride, (const float *)q.data, q.stride,
                                              (const float *)k.data, k.stride, (const float *)v.data, v.stride, group,
