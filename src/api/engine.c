@@ -43,6 +43,7 @@ static void publish_stats(tycho_engine *e);
 // before the request reached it).
 static void request_finish(tycho_engine *e, tycho_request *r, ty_status st, const ty_err *err) {
     r->t_done = sched_now_ms();
+    crop_job_release(&r->crop);  // off the crop queue (cancelled or failed before its vision ran)
     // A skill that ended on its own already has its reason; this only fills it in.
     if (r->sk) skill_abort(r->sk, st == TY_E_CANCELLED ? FINISH_CANCELLED : st == TY_OK ? FINISH_STOP : FINISH_ERROR);
     if (st == TY_OK) e->counters.requests_done++;
@@ -72,6 +73,7 @@ static void seq_done(void *owner, ty_status st, const ty_err *err) {
 // of big images holds memory only until each is admitted.
 static void seq_image_used(void *owner) {
     tycho_request *r = owner;
+    crop_job_release(&r->crop);  // before the pixels it reads
     image_rgb_free(&r->img);
     r->seq.image = NULL;
 }
@@ -278,6 +280,8 @@ ty_status engine_init_source(tycho_engine **out, const tycho_options *o, const e
             s = sched_init(&e->sch, &sm, &so, err);
         }
         if (s == TY_OK) e->sch_ready = 1;
+        // Crops made ahead for at most a batch and a few more images (about 4 MB each).
+        if (s == TY_OK) s = crop_pool_init(&e->crops, 0, max_batch + 8, err);
     }
     if (s == TY_OK) poll_memory(e);  // the weights' footprint, before the first step
     if (s == TY_OK && pthread_create(&e->thread, NULL, engine_main, e)) s = ty_err_set(err, TY_E_NOMEM, "cannot start the engine thread");
@@ -300,6 +304,7 @@ void engine_free(tycho_engine *e) {
         pthread_mutex_unlock(&e->mu);
         pthread_join(e->thread, NULL);
     }
+    crop_pool_free(e->crops);  // every request has ended: no job is queued
     if (e->sch_ready) sched_free(&e->sch);
     md_runner_free(&e->run);
     tokenizer_free(e->tok);
@@ -328,6 +333,20 @@ pc_key engine_image_key(const tycho_engine *e, const image_rgb *img) {
     return k;
 }
 
+// Whether the crops of this image were queued lately (and notes them now),
+// under e->mu. A repeat waits for the first request's prefix and reuses it
+// from the cache, so its crops would go unused; should that request fail
+// instead, the repeat's crops are made when its vision runs.
+static int crops_already_queued(tycho_engine *e, pc_key key) {
+    if (!e->sch.use_cache) return 0;
+    for (int i = 0; i < e->n_recent; i++)
+        if (e->recent_keys[i].lo == key.lo && e->recent_keys[i].hi == key.hi) return 1;
+    e->recent_keys[e->recent_next] = key;
+    e->recent_next = (e->recent_next + 1) % 64;
+    if (e->n_recent < 64) e->n_recent++;
+    return 0;
+}
+
 ty_status engine_submit(tycho_engine *e, tycho_request *r, ty_err *err) {
     r->e = e;
     r->seq.ops = &SEQ_OPS;
@@ -343,6 +362,7 @@ ty_status engine_submit(tycho_engine *e, tycho_request *r, ty_err *err) {
         pthread_mutex_unlock(&e->mu);
         return ty_err_set(err, TY_E_BUSY, "the queue is full (%d requests waiting): retry later", queued);
     }
+    if (r->image.crops && !crops_already_queued(e, r->seq.image_key)) crop_pool_queue(e->crops, r->image.crops);
     if (e->incoming_tail) e->incoming_tail->next = r;
     else e->incoming = r;
     e->incoming_tail = r;

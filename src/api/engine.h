@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "engine/crop_pool.h"
 #include "engine/md_runner.h"
 #include "engine/scheduler.h"
 #include "engine/skill.h"
@@ -37,6 +38,7 @@ struct tycho_engine {
     scheduler sch;
     int sch_ready;
     uint64_t model_key;  // seeds image hashes: keys of one model never match another's
+    crop_pool *crops;  // makes submitted images' crops ahead of the vision tower
     pthread_t thread;
     int thread_running;
     pthread_mutex_t mu;  // guards what follows
@@ -44,6 +46,8 @@ struct tycho_engine {
     int stop, wake_pending;
     tycho_request *incoming, *incoming_tail;  // submitted, not yet seen by the engine thread
     int n_incoming, sched_waiting, max_queue;
+    pc_key recent_keys[64];  // images whose crops were queued last (a repeat will hit the prefix cache)
+    int n_recent, recent_next;
     tycho_engine_stats stats;  // published after every step
     // Engine thread only:
     tycho_request *inflight;       // in the scheduler
@@ -60,6 +64,7 @@ struct tycho_request {
     sched_seq seq;
     image_rgb img;
     md_runner_image image;  // what the scheduler hands the vision tower
+    crop_job crop;          // the crops of img; released when the vision ran or the request ends
     char image_key[33];
     _Atomic int cancel;
     tycho_request *next, *prev;  // incoming queue, then the engine's in-flight list

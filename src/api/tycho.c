@@ -151,6 +151,7 @@ static ty_status load_image(tycho_request *r, const tycho_request_params *p, ty_
 }
 
 static void request_destroy(tycho_request *r) {
+    crop_job_release(&r->crop);  // a no-op once the engine ended the request (it released the job)
     skill_free(r->sk);
     image_rgb_free(&r->img);
     pthread_mutex_destroy(&r->mu);
@@ -218,6 +219,8 @@ tycho_status tycho_submit(tycho_engine *e, const tycho_request_params *p, tycho_
     }
     r->seq.has_image = has_image;
     r->image.rgb = &r->img;
+    r->crop.img = &r->img;
+    r->image.crops = r->img.rgb ? &r->crop : NULL;
     r->seq.image = r->img.rgb ? &r->image : NULL;
     if (s == TY_OK) s = engine_submit(e, r, &te);
     if (s != TY_OK) {

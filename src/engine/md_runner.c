@@ -3,16 +3,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Crops on the host, then one tower forward over all images' crops.
+// The tower over a batch of images: their crops come from each image's crop
+// job (made ahead, runner_prepare) or are made here, then one forward over all.
+static ty_status runner_prepare(void *ctx, void *image, ty_err *err) {
+    (void)ctx;
+    md_runner_image *im = image;
+    const crop_set *cs;
+    return im->crops && !im->embeds ? crop_job_get(im->crops, &cs, err) : TY_OK;
+}
+
 static ty_status runner_encode(void *ctx, int n, void *const *images, float *const *embeds, ty_err *err) {
     md_runner *r = ctx;
     int dim = r->m->cfg.text.dim;
-    image_crops *crops = calloc((size_t)n, sizeof *crops);
+    crop_set *local = calloc((size_t)n, sizeof *local);  // crops made here (no job)
     md_vision_image *ims = calloc((size_t)n, sizeof *ims);
     float **out = calloc((size_t)n, sizeof *out);
-    uint8_t **pix = calloc((size_t)n, sizeof *pix);
-    ty_status s = crops && ims && out && pix ? TY_OK : ty_err_set(err, TY_E_NOMEM, "out of memory");
-    size_t crop_bytes = (size_t)IMAGE_CROP_SIZE * IMAGE_CROP_SIZE * 3;
+    ty_status s = local && ims && out ? TY_OK : ty_err_set(err, TY_E_NOMEM, "out of memory");
     int n_tower = 0;
     for (int i = 0; i < n && s == TY_OK; i++) {
         const md_runner_image *im = images[i];
@@ -20,27 +26,18 @@ static ty_status runner_encode(void *ctx, int n, void *const *images, float *con
             memcpy(embeds[i], im->embeds, (size_t)MD_PATCHES * dim * sizeof(float));
             continue;
         }
-        s = image_make_crops(&crops[i], im->rgb, err);
+        const crop_set *cs = &local[i];
+        s = im->crops ? crop_job_get(im->crops, &cs, err) : crop_set_make(&local[i], im->rgb, err);
         if (s != TY_OK) break;
-        pix[i] = malloc(crop_bytes * (size_t)crops[i].n_crops);
-        if (!pix[i]) {
-            s = ty_err_set(err, TY_E_NOMEM, "out of memory");
-            break;
-        }
-        for (int c = 0; c < crops[i].n_crops; c++) image_crop_copy(&crops[i], c, pix[i] + crop_bytes * (size_t)c);
-        ims[n_tower] = (md_vision_image){pix[i], crops[i].n_crops, crops[i].tiling.rows, crops[i].tiling.cols};
+        ims[n_tower] = (md_vision_image){cs->pix, cs->n_crops, cs->rows, cs->cols};
         out[n_tower++] = embeds[i];
     }
     if (s == TY_OK && n_tower) s = md_vision_encode_batch(r->m, n_tower, ims, NULL, out, err);
     if (s == TY_OK && n_tower && r->shadow) md_shadow_vision(r->shadow, r->m, n_tower, ims, out);
-    for (int i = 0; crops && pix && i < n; i++) {
-        image_crops_free(&crops[i]);
-        free(pix[i]);
-    }
-    free(crops);
+    for (int i = 0; local && i < n; i++) crop_set_free(&local[i]);
+    free(local);
     free(ims);
     free(out);
-    free(pix);
     return s;
 }
 
@@ -70,5 +67,6 @@ sched_model md_runner_model(md_runner *r) {
     const md_text_config *c = &r->m->cfg.text;
     return (sched_model){.ctx = r, .dim = c->dim, .vocab = c->vocab_size, .max_context = c->max_context,
                          .prefix_len = 1 + MD_PATCHES, .bos_id = r->m->cfg.tok.bos_id,
-                         .encode_images = runner_encode, .forward = runner_forward};
+                         .encode_images = runner_encode, .prepare_image = runner_prepare,
+                         .forward = runner_forward};
 }

@@ -3,16 +3,21 @@
 #ifndef TYCHO_ENGINE_MD_RUNNER_H
 #define TYCHO_ENGINE_MD_RUNNER_H
 
+#include "engine/crop_pool.h"
 #include "engine/md_shadow.h"
 #include "engine/scheduler.h"
 #include "io/image.h"
 #include "model/moondream.h"
 
 // What a sequence hands the scheduler as its image: decoded pixels, or image
-// embeddings computed before ((729, text dim), used as they are).
+// embeddings computed before ((729, text dim), used as they are). With a crop
+// job (the engine's requests), the crops come from it (made ahead on the
+// engine's crop threads, or here when none has started; the owner releases
+// it); without one, they are made here from rgb.
 typedef struct {
     const image_rgb *rgb;
     const float *embeds;
+    crop_job *crops;
 } md_runner_image;
 
 typedef struct {

@@ -304,6 +304,13 @@ static void run_vision(scheduler *s) {
             i--;
             continue;
         }
+        ty_err pe = {0};
+        ty_status ps = s->model.prepare_image ? s->model.prepare_image(s->model.ctx, q->image, &pe) : TY_OK;
+        if (ps != TY_OK) {
+            finish(s, q, ps, &pe);
+            i--;
+            continue;
+        }
         q->embeds = malloc((size_t)(s->model.prefix_len - 1) * s->model.dim * sizeof(float));
         if (!q->embeds) {
             ty_err e;

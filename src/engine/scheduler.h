@@ -27,6 +27,10 @@ typedef struct {
     int32_t bos_id;
     // Image embeddings for n images: (prefix_len - 1, dim) host f32 each.
     ty_status (*encode_images)(void *ctx, int n, void *const *images, float *const *embeds, ty_err *err);
+    // Optional: readies one image for encode_images (its crops), called for
+    // each image just before the tower runs, so an image that cannot be
+    // prepared fails its own request alone.
+    ty_status (*prepare_image)(void *ctx, void *image, ty_err *err);
     // One text forward (model/moondream.h semantics).
     ty_status (*forward)(void *ctx, const md_text_step *step, ty_err *err);
 } sched_model;

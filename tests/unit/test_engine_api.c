@@ -2,7 +2,8 @@
 // alone at submit, streamed pieces join to the final text, waits time out,
 // cancel works from another thread while waiting and running, a full queue
 // answers busy, many threads submit at once, and freeing the engine with
-// requests in flight ends them as cancelled with their handles still valid.
+// requests in flight ends them as cancelled with their handles still valid;
+// distinct images from many threads (crops made ahead) answer as one at a time.
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,6 +217,100 @@ static void test_threads(tycho_engine *e) {
         }
 }
 
+// Distinct images (their crops made ahead on the engine's crop threads): three
+// threads at once get what one request at a time gets, and requests cancelled
+// while their crops are queued, being made or made end with nothing leaked.
+enum { N_PICS = 4, PIC_W = 400, PIC_H = 300 };
+static uint8_t *pics[N_PICS];
+
+static void pic_params(tycho_request_params *p, int i, int max_tokens) {
+    tycho_request_params_default(p, TYCHO_SKILL_CAPTION);
+    p->image_rgb = pics[i];
+    p->image_width = PIC_W;
+    p->image_height = PIC_H;
+    p->temperature = 0;
+    p->max_tokens = max_tokens;
+}
+
+typedef struct {
+    tycho_engine *e;
+    int first;
+    char text[N_PICS][512];
+} pic_job;
+
+static void *submit_pics(void *arg) {
+    pic_job *j = arg;
+    tycho_request *r[N_PICS] = {0};
+    for (int k = 0; k < N_PICS; k++) {
+        tycho_request_params p;
+        tycho_error err;
+        pic_params(&p, (j->first + k) % N_PICS, 8);
+        if (tycho_submit(j->e, &p, &r[k], &err) != TYCHO_OK) r[k] = NULL;
+    }
+    for (int k = 0; k < N_PICS; k++) {
+        tycho_error err;
+        if (r[k] && tycho_wait(r[k], -1, &err) == TYCHO_OK)
+            snprintf(j->text[(j->first + k) % N_PICS], sizeof j->text[0], "%s", tycho_request_text(r[k]));
+        tycho_request_free(r[k]);
+    }
+    return NULL;
+}
+
+// Without the prefix cache every request runs the tower on its own crops.
+static void test_image_threads(void) {
+    tycho_options o;
+    tycho_options_default(&o);
+    o.model = TEST_DATA("golden/md2-tiny");
+    o.max_batch_size = 2;
+    o.prefix_cache = 0;
+    tycho_engine *e = NULL;
+    tycho_error te;
+    CHECK_MSG(tycho_engine_init(&e, &o, &te) == TYCHO_OK, "%s", te.message);
+    if (!e) return;
+    for (int i = 0; i < N_PICS; i++) {
+        pics[i] = malloc(PIC_W * PIC_H * 3);
+        for (int k = 0; k < PIC_W * PIC_H * 3; k++) pics[i][k] = (uint8_t)((k * 7 + i * 31) ^ (k >> 9) * (i + 1));
+    }
+    char want[N_PICS][512];
+    for (int i = 0; i < N_PICS; i++) {  // one at a time
+        tycho_request_params p;
+        tycho_request *r;
+        tycho_error err;
+        pic_params(&p, i, 8);
+        want[i][0] = 0;
+        if (tycho_submit(e, &p, &r, &err) == TYCHO_OK && tycho_wait(r, -1, &err) == TYCHO_OK)
+            snprintf(want[i], sizeof want[i], "%s", tycho_request_text(r));
+        tycho_request_free(r);
+        CHECK(want[i][0]);
+    }
+    static pic_job jobs[3];
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        jobs[i].e = e;
+        jobs[i].first = i;
+        pthread_create(&t[i], NULL, submit_pics, &jobs[i]);
+    }
+    for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < N_PICS; k++) CHECK_MSG(!strcmp(jobs[i].text[k], want[k]), "thread %d image %d", i, k);
+    // Cancelled at once, behind a long one (max batch 2): most never reach the tower.
+    tycho_request *r[N_PICS];
+    tycho_error err;
+    for (int i = 0; i < N_PICS; i++) {
+        tycho_request_params p;
+        pic_params(&p, i, i ? 8 : 400);
+        CHECK(tycho_submit(e, &p, &r[i], &err) == TYCHO_OK);
+    }
+    for (int i = N_PICS - 1; i >= 0; i--) tycho_cancel(r[i]);
+    for (int i = 0; i < N_PICS; i++) {
+        tycho_status s = tycho_wait(r[i], -1, &err);
+        CHECK(s == TYCHO_E_CANCELLED || s == TYCHO_OK);
+        tycho_request_free(r[i]);
+    }
+    tycho_engine_free(e);
+    for (int i = 0; i < N_PICS; i++) free(pics[i]);
+}
+
 int main(void) {
     ty_err err;
     CHECK_MSG(file_read_all(TEST_DATA("golden/images/b_378x378.png"), 1 << 24, &image, &image_len, &err) == TY_OK, "%s",
@@ -227,6 +322,7 @@ int main(void) {
     test_cancel(e);
     test_threads(e);
     tycho_engine_free(e);
+    test_image_threads();
     test_busy();
     tycho_error te;
     tycho_options o;

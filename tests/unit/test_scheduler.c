@@ -25,6 +25,8 @@ typedef struct {
     int vision_runs, images_encoded;
     scheduler *s;  // to check that every page read is referenced
     int fail_forward;
+    int fail_prepare;  // image id whose preparation fails (0: none; id + 1)
+    int prepared;      // images prepared and not yet encoded
 } fake_model;
 
 static uint64_t mix(uint64_t h, uint64_t v) {
@@ -34,10 +36,21 @@ static uint64_t mix(uint64_t h, uint64_t v) {
 
 static uint64_t input_value(int32_t id, const float *embed) { return id >= 0 ? (uint64_t)id : 100000 + (uint64_t)embed[0]; }
 
+// As the engine's crops: an image that cannot be prepared fails alone.
+static ty_status fake_prepare(void *ctx, void *image, ty_err *err) {
+    fake_model *f = ctx;
+    if (f->fail_prepare && *(const int *)image == f->fail_prepare - 1)
+        return ty_err_set(err, TY_E_FORMAT, "fake image failure");
+    f->prepared++;
+    return TY_OK;
+}
+
 static ty_status fake_encode(void *ctx, int n, void *const *images, float *const *embeds, ty_err *err) {
     fake_model *f = ctx;
     f->vision_runs++;
     f->images_encoded += n;
+    CHECK_MSG(f->prepared == n, "%d images prepared, %d encoded", f->prepared, n);  // each one, just before
+    f->prepared = 0;
     for (int i = 0; i < n; i++) {
         CHECK(images[i] != NULL);
         int img = *(const int *)images[i];
@@ -182,7 +195,8 @@ static void rig_init(rig *g, int n_pages, int max_batch, int max_rows, int cache
     g->f.slots = calloc((size_t)n_pages * PAGE, sizeof *g->f.slots);
     g->f.s = &g->s;
     sched_model m = {.ctx = &g->f, .dim = DIM, .vocab = VOCAB, .max_context = CONTEXT, .prefix_len = PREFIX,
-                     .bos_id = 0, .encode_images = fake_encode, .forward = fake_forward};
+                     .bos_id = 0, .encode_images = fake_encode, .prepare_image = fake_prepare,
+                     .forward = fake_forward};
     sched_options o = {.n_pages = n_pages, .page_size = PAGE, .max_batch = max_batch, .max_rows = max_rows,
                        .use_cache = cache};
     ty_err err;
@@ -396,6 +410,33 @@ static void test_forward_failure(void) {
     rig_free(&g);
 }
 
+// An image that cannot be prepared (its crops fail) fails its own request;
+// the others in the same tower run go on, and the image is not cached.
+static void test_prepare_failure(void) {
+    rig g;
+    rig_init(&g, 60, 4, 64, 1);
+    static fake_seq q[3];
+    ty_err err;
+    for (int i = 0; i < 3; i++) {
+        fs_init(&q[i], i, P_A, 11, 4);
+        CHECK(sched_submit(&g.s, &q[i].seq, &err) == TY_OK);
+    }
+    g.f.fail_prepare = 1 + 1;
+    run_until_idle(&g, 100);
+    CHECK(q[1].done_calls == 1 && q[1].status == TY_E_FORMAT && !q[1].image_used);
+    check_output(&q[0], "beside a failed image");
+    check_output(&q[2], "beside a failed image");
+    CHECK(g.f.vision_runs == 1 && g.f.images_encoded == 2);
+    g.f.fail_prepare = 0;
+    fake_seq again;
+    fs_init(&again, 1, P_A, 11, 4);  // the failed image was never published: computed now
+    CHECK(sched_submit(&g.s, &again.seq, &err) == TY_OK);
+    run_until_idle(&g, 100);
+    check_output(&again, "after a failed image");
+    CHECK(g.f.images_encoded == 3);
+    rig_free(&g);
+}
+
 // 10,000 random submits, cancels and steps over a small pool; every request
 // that was not cancelled gives exactly its tokens, and no page is lost.
 static void test_random(void) {
@@ -460,6 +501,7 @@ int main(void) {
     test_never_fits();
     test_cancel_states();
     test_forward_failure();
+    test_prepare_failure();
     test_random();
     return test_report("test_scheduler");
 }
