@@ -45,7 +45,9 @@ while [ ${#queue[@]} -gt 0 ]; do
         continue
     fi
     grep -qx "$lib" tools/gpu/device_libs.txt && continue
-    path=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64/ {print $NF; exit}')
+    # awk reads to the end (no exit): an early exit closes the pipe, ldconfig dies of
+    # SIGPIPE and pipefail made the whole script stop here without a word.
+    path=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64/ && !p {p = $NF} END {if (p) print p}')
     [ -n "$path" ] || { echo "bundle: $lib not found here" >&2; exit 1; }
     cp -L "$path" "$stage/lib/$lib"
     queue+=($(readelf -d "$path" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'))
