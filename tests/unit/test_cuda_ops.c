@@ -839,10 +839,10 @@ static void check_attention_bf16(void) {
 }
 
 // TYCHO_TEST_ATTENTION_BENCH=1: ms per call of dense attention at the vision shape (9 crops
-// of 729 rows, 16 heads, head_dim 72) on the bf16 kernel (bf16 mode; blocks of 4 warps, the
-// default, and of 8) and the TF32 fused and GEMM paths (f32 mode), host clock around 20 calls after 3 warm-ups, the stream drained by
+// of 729 rows, 16 heads, head_dim 72) on the bf16 kernel (bf16 mode) and the TF32 fused and
+// GEMM paths (f32 mode), host clock around 20 calls after 3 warm-ups, the stream drained by
 // reading one row; TFLOP/s over 4·crops·729²·16·72 (Q·Kᵀ and P·V; the TF32 fused kernel
-// does 1.5x that). Prints only; off by default.
+// does 1.5x that). Prints only; off by default ("only": the benchmark alone, for profilers).
 static void bench_attention_bf16(void) {
     const char *e = getenv("TYCHO_TEST_ATTENTION_BENCH");
     if (!e || !*e || !strcmp(e, "0")) return;
@@ -854,12 +854,11 @@ static void bench_attention_bf16(void) {
     float *x = frandv((size_t)CROPS * ROWS * 3 * W, 1.0f), row[W];
     gpu->ops->write(gpu, qkv, x);
     free(x);
-    static const char *const paths[4] = {"mma", "mma", "flash", "gemm"}, *const warps[4] = {"4", "8", "", ""};
+    static const char *const paths[3] = {"mma", "flash", "gemm"};
     double flop = 4.0 * CROPS * ROWS * ROWS * H * HD;
-    for (int pi = 0; pi < 4; pi++) {
-        backend_cuda_set_bf16_activations(gpu, pi < 2);
+    for (int pi = 0; pi < 3; pi++) {
+        backend_cuda_set_bf16_activations(gpu, pi == 0);
         set_att_path(paths[pi]);
-        setenv("TYCHO_CUDA_ATTENTION_MMA_WARPS", warps[pi], 1);
         struct timespec t0, t1;
         for (int i = 0; i < 3 + CALLS; i++) {
             if (i == 3) {
@@ -872,12 +871,10 @@ static void bench_attention_bf16(void) {
         gpu->ops->read(gpu, tensor_rows(o, 0, 1), row);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double ms = ((double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6) / CALLS;
-        fprintf(stderr, "bench: dense attention %d crops x %d rows, %d heads, hd %d, path %-5s%s%s: %.3f ms/call, "
-                "%.1f TFLOP/s\n", CROPS, ROWS, H, HD, paths[pi], *warps[pi] ? " warps " : "", warps[pi], ms,
-                flop / (ms * 1e-3) / 1e12);
+        fprintf(stderr, "bench: dense attention %d crops x %d rows, %d heads, hd %d, path %-5s: %.3f ms/call, %.1f "
+                "TFLOP/s\n", CROPS, ROWS, H, HD, paths[pi], ms, flop / (ms * 1e-3) / 1e12);
     }
     unsetenv("TYCHO_CUDA_ATTENTION");
-    unsetenv("TYCHO_CUDA_ATTENTION_MMA_WARPS");
     backend_cuda_set_bf16_activations(gpu, 1);
     gpu->ops->release(gpu, &qkv), gpu->ops->release(gpu, &o);
 }
@@ -892,6 +889,13 @@ int main(void) {
     rng_state = (uint64_t)time(NULL);  // fresh inputs every run
     fprintf(stderr, "seed %llu, %d GPU(s)\n", (unsigned long long)rng_state, n);
     CHECK(backend_cpu_init(&cpu, 0, &err) == TY_OK);
+    const char *bench_only = getenv("TYCHO_TEST_ATTENTION_BENCH");
+    if (bench_only && !strcmp(bench_only, "only")) {
+        bench_attention_bf16();
+        gpu->ops->free(gpu);
+        cpu->ops->free(cpu);
+        return 0;
+    }
     // The split (exact) GEMM path of bf16 weights: decode, odd, strided and vision shapes, every activation.
     split_x = 1;
     for (int a = 0; a < 3; a++) check_matmul(1, 2048, 2048, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, (ty_activation)a, 0);

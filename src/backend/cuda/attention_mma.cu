@@ -5,36 +5,36 @@
 //
 // A block is 64 query rows of one head (4 warps of 16 rows) of one group. Each
 // warp holds its Q rows as bf16 A fragments in registers for the whole kernel.
-// Keys go in tiles of 64: every thread loads its share of the next tile's K
-// and V rows from global memory (f32, 16 bytes at a time) into registers while
-// the warps work on the current tile, converts them to bf16 and stores them to
-// the other of two shared buffers (K is loaded during Q·Kᵀ and stored after it,
-// V loaded then and stored after P·V). One __syncthreads per tile.
+// Keys go in tiles of 64, in two bf16 K and V buffers in shared memory: while
+// the warps work on tile it from one, each thread loads its share of tile
+// it + 1 (f32, 16 bytes at a time, zeros past nk) into registers, converts it
+// to bf16 and stores it to the other (K is loaded before Q·Kᵀ and stored after
+// it, V loaded then and stored after P·V); one __syncthreads per tile. Three
+// blocks an SM (168 registers, 36-45 KB of shared memory each).
 // Per tile and warp: S (16 x 64) = Q·Kᵀ (K fragments by ldmatrix; head_dim 72
-// is four k16 steps plus one m16n8k8 step over dims 64..71), scaled by
-// scale·log2(e), masked (row i sees keys [0, visible[i])), the running max m
-// and sum l updated (exp2f), O rescaled, then O += bf16(p)·V with P taken from
-// S's accumulator registers as A fragments (no shared memory) and V fragments
-// by ldmatrix.trans. l sums the bf16-rounded p, the weights actually applied.
-// Rounding: q, k, v, p to bf16 (nearest even); everything else f32.
+// is four k16 steps plus one m16n8k8 step over dims 64..71), masked (row i sees
+// keys [0, visible[i]); tiles every row of the warp sees whole skip the test),
+// the running max m and sum l updated, p = 2^(s·scale·log2 e − m) (ex2.approx),
+// O rescaled, then O += bf16(p)·V with P taken from S's accumulator registers
+// as A fragments (no shared memory) and V fragments by ldmatrix.trans.
+// Rounding: q, k, v, p to bf16 (nearest even); l sums the f32 p; the rest f32.
+// H100: 9 vision crops (729 rows, 16 heads, head_dim 72) in 0.182 ms, 121 TFLOP/s
+// (NOTES.md, "Attention": what was tried, what is left).
 #include <cuda_bf16.h>
 #include <math.h>
 
 #include "backend/cuda/attention.h"
 
-enum { MMA_KEYS = 64 };
+enum { MMA_ROWS = 64, MMA_KEYS = 64, MMA_THREADS = 128 };
 
-// W warps of 16 query rows a block.
-template <int HD, int W>
+template <int HD>
 struct mma_shape {
-    static constexpr int ROWS = 16 * W, THREADS = 32 * W;
-    // Tile row stride in bf16: an odd number of 16-byte chunks, so ldmatrix's 8 row
-    // addresses fall in 8 different bank groups (64 -> 72, 72 -> 88).
+    // Tile row stride in bf16: an odd number of 16-byte chunks, so ldmatrix's 8 row addresses
+    // fall in 8 different bank groups (64 -> 72, 72 -> 88).
     static constexpr int S = (HD + 8) / 8 % 2 ? HD + 8 : HD + 16;
-    static constexpr int TILE = MMA_KEYS * S;                                // bf16 per tile
-    static constexpr int CHUNKS = MMA_KEYS * HD / 4;                         // float4 per tile
-    static constexpr int LOADS = (CHUNKS + THREADS - 1) / THREADS;           // per thread (the last maybe partial)
-    static constexpr size_t smem = sizeof(__nv_bfloat16) * 4 * TILE;         // K, V: two buffers each
+    static constexpr int TILE = MMA_KEYS * S;                         // bf16 a tile
+    static constexpr size_t smem = sizeof(__nv_bfloat16) * 4 * TILE;  // K, V: two buffers each
+    static_assert(HD % 8 == 0, "head_dim a multiple of 8");
 };
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
@@ -73,44 +73,72 @@ __device__ __forceinline__ void ldm_x2_t(uint32_t &r0, uint32_t &r1, const __nv_
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(a));
 }
 
+__device__ __forceinline__ float ex2(float x) {  // 2^x, flushing subnormal results to 0
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Tile loads: warp w takes key rows [16w, 16w + 16) of the tile, two rows an
+// instruction (half warp h of instruction u: row 16w + 2u + h, lane l its 16-byte
+// chunk l: 256 contiguous bytes a row), then for head_dim 72 the last two chunks of
+// all 16 rows in one more (two lanes a row). The L1 fetches a warp's 2 rows in ~5
+// cache lines; two lanes on each of 16 rows, as first written, took 16 lines an
+// instruction and held the L1 at 87% (ncu, H100).
+template <int HD>
+struct tile_map {
+    static constexpr int MAIN = 8;                // instructions of 2 rows x 16 chunks
+    static constexpr int TAIL = (HD / 4 - 16);    // chunks a row left after them: 0 or 2
+    static constexpr int N = MAIN + (TAIL ? 1 : 0);
+    static_assert(HD / 4 >= 16 && (TAIL == 0 || TAIL == 2), "head_dim 64 or 72");
+};
+
 // Keys [j0, j0 + MMA_KEYS) of one kv head (rows of src, stride ss) into registers, zeros past nk.
-template <int HD, int W>
-__device__ __forceinline__ void load_tile(float4 (&r)[mma_shape<HD, W>::LOADS], const float *src, int64_t ss, int j0,
-                                          int nk) {
-    using F = mma_shape<HD, W>;
+template <int HD>
+__device__ __forceinline__ void load_tile(float4 (&r)[tile_map<HD>::N], const float *src, int64_t ss, int j0, int nk) {
+    int lane = threadIdx.x & 31, row0 = j0 + (threadIdx.x >> 5) * 16;
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
-    for (int u = 0; u < F::LOADS; u++) {
-        int i = threadIdx.x + u * F::THREADS, row = i / (HD / 4), col = i % (HD / 4) * 4;
-        if (F::CHUNKS % F::THREADS && i >= F::CHUNKS) break;
-        r[u] = j0 + row < nk ? __ldg(reinterpret_cast<const float4 *>(src + (int64_t)(j0 + row) * ss + col))
-                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int u = 0; u < tile_map<HD>::MAIN; u++) {
+        int row = row0 + 2 * u + (lane >> 4);
+        r[u] = row < nk ? __ldg(reinterpret_cast<const float4 *>(src + (int64_t)row * ss) + (lane & 15)) : zero;
+    }
+    if (tile_map<HD>::TAIL) {
+        int row = row0 + (lane >> 1);
+        r[tile_map<HD>::N - 1] =
+            row < nk ? __ldg(reinterpret_cast<const float4 *>(src + (int64_t)row * ss) + 16 + (lane & 1)) : zero;
     }
 }
 // The registers of load_tile, as bf16, into a tile.
-template <int HD, int W>
-__device__ __forceinline__ void store_tile(__nv_bfloat16 *dst, const float4 (&r)[mma_shape<HD, W>::LOADS]) {
-    using F = mma_shape<HD, W>;
+template <int HD>
+__device__ __forceinline__ void store_tile(__nv_bfloat16 *dst, const float4 (&r)[tile_map<HD>::N]) {
+    constexpr int S = mma_shape<HD>::S;
+    int lane = threadIdx.x & 31;
+    __nv_bfloat16 *d = dst + (threadIdx.x >> 5) * 16 * S;
 #pragma unroll
-    for (int u = 0; u < F::LOADS; u++) {
-        int i = threadIdx.x + u * F::THREADS, row = i / (HD / 4), col = i % (HD / 4) * 4;
-        if (F::CHUNKS % F::THREADS && i >= F::CHUNKS) break;
-        uint2 w = make_uint2(pack_bf16(r[u].x, r[u].y), pack_bf16(r[u].z, r[u].w));
-        *reinterpret_cast<uint2 *>(dst + row * F::S + col) = w;
+    for (int u = 0; u < tile_map<HD>::MAIN; u++)
+        *reinterpret_cast<uint2 *>(d + (2 * u + (lane >> 4)) * S + (lane & 15) * 4) =
+            make_uint2(pack_bf16(r[u].x, r[u].y), pack_bf16(r[u].z, r[u].w));
+    if (tile_map<HD>::TAIL) {
+        const float4 &x = r[tile_map<HD>::N - 1];
+        *reinterpret_cast<uint2 *>(d + (lane >> 1) * S + 64 + (lane & 1) * 4) =
+            make_uint2(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w));
     }
 }
 
 // Grid (row tiles, heads, groups). Group z's rows are q/out rows [z*nq, (z+1)*nq), its keys
 // k/v rows [z*nk, (z+1)*nk). visible (nq) or NULL: row i sees keys [0, visible[i]).
-template <int HD, int W>
-__global__ void __launch_bounds__(32 * W) flash_bf16(float *out, int64_t os, const float *q, int64_t qs,
-                                                            const float *k, int64_t ks, const float *v, int64_t vs,
-                                                            int nq, int nk, int kv_group, float scale_log2,
-                                                            const int32_t *visible) {
-    using F = mma_shape<HD, W>;
+// 3 blocks an SM (registers capped at 168; H100, before the load mapping above: 0.221 ms for 9
+// crops against 0.223-0.246 with 2 blocks of up to 255 registers).
+template <int HD>
+__global__ void __launch_bounds__(MMA_THREADS, 3) flash_bf16(float *out, int64_t os, const float *q, int64_t qs,
+                                                               const float *k, int64_t ks, const float *v, int64_t vs,
+                                                               int nq, int nk, int kv_group, float scale_log2,
+                                                               const int32_t *visible) {
+    using F = mma_shape<HD>;
     constexpr int KF = HD / 16;      // full k16 steps of Q·Kᵀ
     constexpr int KT = HD % 16 / 8;  // a k8 step after them (head_dim 72)
     constexpr int NO = HD / 8;       // n8 tiles of O
-    static_assert(HD % 8 == 0, "head_dim a multiple of 8");
     extern __shared__ float4 sm4[];
     __shared__ int block_keys;
     __nv_bfloat16 *kt = (__nv_bfloat16 *)sm4, *vt = kt + 2 * F::TILE;  // two tiles each
@@ -120,7 +148,7 @@ __global__ void __launch_bounds__(32 * W) flash_bf16(float *out, int64_t os, con
     out += (int64_t)z * nq * os + (int64_t)h * HD;
     k += (int64_t)z * nk * ks + (int64_t)kvh * HD;
     v += (int64_t)z * nk * vs + (int64_t)kvh * HD;
-    int ra = blockIdx.x * F::ROWS + warp * 16 + g, rb = ra + 8;  // this thread's two rows
+    int ra = blockIdx.x * MMA_ROWS + warp * 16 + g, rb = ra + 8;  // this thread's two rows
     int nva = ra < nq ? (visible && visible[ra] < nk ? visible[ra] : nk) : 0;
     int nvb = rb < nq ? (visible && visible[rb] < nk ? visible[rb] : nk) : 0;
     if (threadIdx.x == 0) block_keys = 0;
@@ -151,32 +179,34 @@ __global__ void __launch_bounds__(32 * W) flash_bf16(float *out, int64_t os, con
     atomicMax(&block_keys, nva > nvb ? nva : nvb);
     __syncthreads();
     int n_tiles = (block_keys + MMA_KEYS - 1) / MMA_KEYS;
-    // The warp's keys: tiles past every one of its rows' visible keys are skipped (their loads are not).
-    int wk = nva > nvb ? nva : nvb;
+    // The warp's most and fewest visible keys: tiles past wk are skipped (their loads are not),
+    // tiles within wn need no mask.
+    int wk = nva > nvb ? nva : nvb, wn = nva < nvb ? nva : nvb;
 #pragma unroll
-    for (int o = 16; o >= 1; o /= 2) wk = max(wk, __shfl_xor_sync(0xffffffffu, wk, o));
-
-    float4 pre[F::LOADS];
+    for (int o = 16; o >= 1; o /= 2) {
+        wk = max(wk, __shfl_xor_sync(0xffffffffu, wk, o));
+        wn = min(wn, __shfl_xor_sync(0xffffffffu, wn, o));
+    }
+    float4 pre[tile_map<HD>::N];
     if (n_tiles) {
-        load_tile<HD, W>(pre, k, ks, 0, nk);
-        store_tile<HD, W>(kt, pre);
-        load_tile<HD, W>(pre, v, vs, 0, nk);
-        store_tile<HD, W>(vt, pre);
+        load_tile<HD>(pre, k, ks, 0, nk);
+        store_tile<HD>(kt, pre);
+        load_tile<HD>(pre, v, vs, 0, nk);
+        store_tile<HD>(vt, pre);
     }
     __syncthreads();
     float o[NO][4];
 #pragma unroll
     for (int n = 0; n < NO; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;  // running max (log2 units) and sum
+    float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;  // running max (of s, unscaled) and sum
     // ldmatrix row addresses: matrix lane >> 3, its row lane & 7.
     int lm = lane >> 3, lr = lane & 7;
     for (int it = 0; it < n_tiles; it++) {
         int j0 = it * MMA_KEYS, cur = it & 1, nxt = cur ^ 1;
-        bool more = it + 1 < n_tiles;
+        bool more = it + 1 < n_tiles, work = j0 < wk;
         const __nv_bfloat16 *kb = kt + cur * F::TILE, *vb = vt + cur * F::TILE;
-        bool work = j0 < wk;
         float s[8][4];
-        if (more) load_tile<HD, W>(pre, k, ks, j0 + MMA_KEYS, nk);
+        if (more) load_tile<HD>(pre, k, ks, j0 + MMA_KEYS, nk);
         if (work) {
             // S = Q·Kᵀ: n8 tile n covers keys j0 + 8n + [0, 8).
 #pragma unroll
@@ -193,38 +223,43 @@ __global__ void __launch_bounds__(32 * W) flash_bf16(float *out, int64_t os, con
             }
             if (KT) {
 #pragma unroll
-                for (int nq4 = 0; nq4 < 2; nq4++) {  // n8 tiles 4nq4 .. 4nq4 + 3, dims KF*16 + [0, 8)
+                for (int n4 = 0; n4 < 2; n4++) {  // n8 tiles 4n4 .. 4n4 + 3, dims KF*16 + [0, 8)
                     uint32_t b[4];
-                    ldm_x4(b, kb + (nq4 * 32 + lm * 8 + lr) * F::S + KF * 16);
+                    ldm_x4(b, kb + (n4 * 32 + lm * 8 + lr) * F::S + KF * 16);
 #pragma unroll
-                    for (int e = 0; e < 4; e++) mma8(s[4 * nq4 + e], qt[0], qt[1], b[e]);
+                    for (int e = 0; e < 4; e++) mma8(s[4 * n4 + e], qt[0], qt[1], b[e]);
                 }
             }
         }
         if (more) {  // K of the next tile in; its V on the way during the softmax and P·V
-            store_tile<HD, W>(kt + nxt * F::TILE, pre);
-            load_tile<HD, W>(pre, v, vs, j0 + MMA_KEYS, nk);
+            store_tile<HD>(kt + nxt * F::TILE, pre);
+            load_tile<HD>(pre, v, vs, j0 + MMA_KEYS, nk);
         }
         if (work) {
-            // Scale, mask, the tile's row max (over the quad: the four threads of a row).
+            // Mask (where some row of the warp does not see the whole tile), the tile's row
+            // max over the quad (the four threads of a row).
+            if (j0 + MMA_KEYS > wn) {
+#pragma unroll
+                for (int n = 0; n < 8; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (j0 + n * 8 + 2 * t + (e & 1) >= (e < 2 ? nva : nvb)) s[n][e] = -INFINITY;
+            }
             float xa = -INFINITY, xb = -INFINITY;
 #pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int j = j0 + n * 8 + 2 * t + (e & 1);
-                    s[n][e] = j < (e < 2 ? nva : nvb) ? s[n][e] * scale_log2 : -INFINITY;
-                    if (e < 2) xa = fmaxf(xa, s[n][e]);
-                    else xb = fmaxf(xb, s[n][e]);
-                }
+            for (int n = 0; n < 8; n++) {
+                xa = fmaxf(xa, fmaxf(s[n][0], s[n][1]));
+                xb = fmaxf(xb, fmaxf(s[n][2], s[n][3]));
+            }
 #pragma unroll
             for (int o2 = 1; o2 <= 2; o2 *= 2) {
                 xa = fmaxf(xa, __shfl_xor_sync(0xffffffffu, xa, o2));
                 xb = fmaxf(xb, __shfl_xor_sync(0xffffffffu, xb, o2));
             }
             float na = fmaxf(ma, xa), nb = fmaxf(mb, xb);
-            float ba = na == -INFINITY ? 0.0f : na, bb = nb == -INFINITY ? 0.0f : nb;  // no (-inf) - (-inf)
-            float ca = exp2f(ma - ba), cb = exp2f(mb - bb);  // 0 while nothing was visible
+            // p = 2^(s·c − base), base = max·c (0 while nothing is visible: no (−inf) − (−inf)).
+            float ba = na == -INFINITY ? 0.0f : na * scale_log2, bb = nb == -INFINITY ? 0.0f : nb * scale_log2;
+            float ca = ex2(ma * scale_log2 - ba), cb = ex2(mb * scale_log2 - bb);  // 0 while ma = −inf
             ma = na, mb = nb;
             la *= ca, lb *= cb;
 #pragma unroll
@@ -236,12 +271,11 @@ __global__ void __launch_bounds__(32 * W) flash_bf16(float *out, int64_t os, con
 #pragma unroll
                 for (int hf = 0; hf < 2; hf++) {
                     const float *sn = s[2 * kk + hf];
-                    __nv_bfloat162 pa2 = __floats2bfloat162_rn(exp2f(sn[0] - ba), exp2f(sn[1] - ba));
-                    __nv_bfloat162 pb2 = __floats2bfloat162_rn(exp2f(sn[2] - bb), exp2f(sn[3] - bb));
-                    float2 fa = __bfloat1622float2(pa2), fb = __bfloat1622float2(pb2);
-                    la += fa.x + fa.y, lb += fb.x + fb.y;
-                    pa[kk][2 * hf] = *reinterpret_cast<uint32_t *>(&pa2);
-                    pa[kk][2 * hf + 1] = *reinterpret_cast<uint32_t *>(&pb2);
+                    float p0 = ex2(fmaf(sn[0], scale_log2, -ba)), p1 = ex2(fmaf(sn[1], scale_log2, -ba));
+                    float p2 = ex2(fmaf(sn[2], scale_log2, -bb)), p3 = ex2(fmaf(sn[3], scale_log2, -bb));
+                    la += p0 + p1, lb += p2 + p3;
+                    pa[kk][2 * hf] = pack_bf16(p0, p1);
+                    pa[kk][2 * hf + 1] = pack_bf16(p2, p3);
                 }
             }
             // O += P·V: k16 step kk is keys j0 + 16kk + [0, 16); n8 tile n is dims 8n + [0, 8).
@@ -261,7 +295,7 @@ __global__ void __launch_bounds__(32 * W) flash_bf16(float *out, int64_t os, con
                 }
             }
         }
-        if (more) store_tile<HD, W>(vt + nxt * F::TILE, pre);
+        if (more) store_tile<HD>(vt + nxt * F::TILE, pre);
         __syncthreads();  // the next tile is stored; this one is read (its buffers refill next time)
     }
 #pragma unroll
@@ -278,27 +312,20 @@ __global__ void __launch_bounds__(32 * W) flash_bf16(float *out, int64_t os, con
     }
 }
 
-template <int HD, int W>
+template <int HD>
 static void launch_mma(cuda_backend *c, float *out, int64_t os, const float *q, int64_t qs, const float *k, int64_t ks,
                        const float *v, int64_t vs, int nq, int nk, int n_heads, int kv_group, float scale,
                        const int32_t *visible, int groups) {
-    using F = mma_shape<HD, W>;
+    using F = mma_shape<HD>;
     static int configured;  // per template instance; the attribute is per device function
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_bf16<HD, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)F::smem));
+        CUDA_CHECK(cudaFuncSetAttribute(flash_bf16<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)F::smem));
         configured = 1;
     }
-    dim3 grid((unsigned)((nq + F::ROWS - 1) / F::ROWS), (unsigned)n_heads, (unsigned)groups);
-    flash_bf16<HD, W><<<grid, F::THREADS, F::smem, c->stream>>>(out, os, q, qs, k, ks, v, vs, nq, nk, kv_group,
-                                                                scale * 1.4426950408889634f, visible);
+    dim3 grid((unsigned)((nq + MMA_ROWS - 1) / MMA_ROWS), (unsigned)n_heads, (unsigned)groups);
+    flash_bf16<HD><<<grid, MMA_THREADS, F::smem, c->stream>>>(out, os, q, qs, k, ks, v, vs, nq, nk, kv_group,
+                                                             scale * 1.4426950408889634f, visible);
     CUDA_LAUNCHED();
-}
-
-// Warps a block (16 rows each): 4 by default, TYCHO_CUDA_ATTENTION_MMA_WARPS=8 for comparison
-// (H100, 9 vision crops: 0.211 ms with 4, 0.217 with 8; NOTES.md).
-static int mma_warps(void) {
-    const char *e = getenv("TYCHO_CUDA_ATTENTION_MMA_WARPS");
-    return e && atoi(e) == 8 ? 8 : 4;
 }
 
 int att_mma(cuda_backend *c, float *out, int64_t os, const float *q, int64_t qs, const float *k, int64_t ks,
@@ -309,15 +336,10 @@ int att_mma(cuda_backend *c, float *out, int64_t os, const float *q, int64_t qs,
     // K and V load 16 bytes at a time; q and out 8.
     if ((uintptr_t)k % 16 || (uintptr_t)v % 16 || ks % 4 || vs % 4) return 0;
     if ((uintptr_t)q % 8 || (uintptr_t)out % 8 || qs % 2 || os % 2) return 0;
-    size_t smem = hd == 64 ? mma_shape<64, 8>::smem : mma_shape<72, 8>::smem;  // the same for 4 warps
+    size_t smem = hd == 64 ? mma_shape<64>::smem : mma_shape<72>::smem;
     if (smem > c->smem_optin) return 0;
     int g = n_heads / n_kv_heads;
-    if (mma_warps() == 4) {
-        if (hd == 64) launch_mma<64, 4>(c, out, os, q, qs, k, ks, v, vs, nq, nk, n_heads, g, scale, visible, groups);
-        else launch_mma<72, 4>(c, out, os, q, qs, k, ks, v, vs, nq, nk, n_heads, g, scale, visible, groups);
-    } else {
-        if (hd == 64) launch_mma<64, 8>(c, out, os, q, qs, k, ks, v, vs, nq, nk, n_heads, g, scale, visible, groups);
-        else launch_mma<72, 8>(c, out, os, q, qs, k, ks, v, vs, nq, nk, n_heads, g, scale, visible, groups);
-    }
+    if (hd == 64) launch_mma<64>(c, out, os, q, qs, k, ks, v, vs, nq, nk, n_heads, g, scale, visible, groups);
+    else launch_mma<72>(c, out, os, q, qs, k, ks, v, vs, nq, nk, n_heads, g, scale, visible, groups);
     return 1;
 }
