@@ -117,6 +117,13 @@ typedef struct {
     // Device memory in bytes: used by this process's device (all of it, not only this
     // backend) and the total. May be NULL (the CPU backend: host memory is the OS's).
     void (*memory)(ty_backend *be, size_t *used, size_t *total);
+    // Image patches from 8-bit host pixels (a conv's im2col): pixels are n images of
+    // (h, w, ch) bytes, row-major, channels last; y (n·(h/p)·(w/p), ch·p·p) gets one row
+    // per p×p patch (each image's patch grid row-major), its columns channel-major, then
+    // dy, then dx, each byte v as lut[v]. h and w are multiples of p. The bytes cross to
+    // a device as bytes (a quarter of the f32 patches) and are expanded there.
+    void (*patches)(ty_backend *be, ty_tensor y, const uint8_t *pixels, int n, int h, int w, int ch, int p,
+                    const float lut[256]);
 } ty_backend_ops;
 
 struct ty_backend {

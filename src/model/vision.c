@@ -7,25 +7,6 @@
 #include "io/image.h"
 #include "model/moondream.h"
 
-// (n_crops * 729, 588) f32 patches: patch rows major, then columns; inside a
-// patch channel-major, then row, then column. Normalised in f32 as the
-// reference's float32 path: (v / 255 - 0.5) / 0.5.
-static void patchify(const uint8_t *crops, int n_crops, float *out) {
-    float lut[256];
-    for (int v = 0; v < 256; v++) lut[v] = ((float)v / 255.0f - 0.5f) / 0.5f;
-    for (int n = 0; n < n_crops; n++) {
-        const uint8_t *crop = crops + (size_t)n * 378 * 378 * 3;
-        for (int py = 0; py < MD_GRID; py++)
-            for (int px = 0; px < MD_GRID; px++) {
-                float *p = out + ((size_t)n * MD_PATCHES + py * MD_GRID + px) * MD_PATCH_DIM;
-                for (int c = 0; c < 3; c++)
-                    for (int dy = 0; dy < 14; dy++)
-                        for (int dx = 0; dx < 14; dx++)
-                            p[c * 196 + dy * 14 + dx] = lut[crop[((py * 14 + dy) * 378 + px * 14 + dx) * 3 + c]];
-            }
-    }
-}
-
 // The pooled local features as a weighted sum of feature rows (moondream.md
 // §6): the local crops' (27, 27) patch grids stitched into a (19*rows + 8,
 // 19*cols + 8) grid (each tile drops 4 overlapping patches on inner edges),
@@ -81,9 +62,19 @@ static void release_all(ty_backend *be, ty_tensor *t, int n) {
         if (t[i].data) be->ops->release(be, &t[i]);
 }
 
-// The tower over n_crops crops; *features (n_crops * 729, d) stays on the
-// device for the caller to read, project and release.
-static ty_status tower(md_model *m, const uint8_t *crops, int n_crops, ty_tensor *features, ty_err *err) {
+// A 1x1 tiling's only local crop is pixel-identical to the global crop
+// (moondream.md §4.6): the tower runs once and its features are copied.
+static int tower_crops(const md_vision_image *im) {
+    int same = im->n_crops == 2 && im->rows == 1 && im->cols == 1 &&
+               !memcmp(im->crops, im->crops + (size_t)378 * 378 * 3, (size_t)378 * 378 * 3);
+    return same ? 1 : im->n_crops;
+}
+
+// The tower over the tower_crops() crops of images [0, n_images), n_crops in
+// all; *features (n_crops * 729, d) stays on the device for the caller to read,
+// project and release.
+static ty_status tower(md_model *m, const md_vision_image *imgs, int n_images, int n_crops, ty_tensor *features,
+                       ty_err *err) {
     ty_backend *be = m->be;
     const ty_backend_ops *op = be->ops;
     const md_vision_config *c = &m->cfg.vision;
@@ -94,16 +85,18 @@ static ty_status tower(md_model *m, const uint8_t *crops, int n_crops, ty_tensor
     ty_status s = TY_OK;
     int64_t widths[6] = {MD_PATCH_DIM, d, d, 3 * d, d, c->enc_ff_dim};
     for (int i = 0; i < 6 && s == TY_OK; i++) s = op->alloc(be, &t[i], TY_DTYPE_F32, n, widths[i], err);
-    float *patches = s == TY_OK ? malloc((size_t)n * MD_PATCH_DIM * sizeof(float)) : NULL;
-    if (s == TY_OK && !patches) s = ty_err_set(err, TY_E_NOMEM, "out of memory");
     if (s != TY_OK) {
         release_all(be, t, 6);
-        free(patches);
         return s;
     }
-    patchify(crops, n_crops, patches);
-    op->write(be, t[X], patches);
-    free(patches);
+    // (n_crops * 729, 588) patches: patch rows major, then columns; inside a patch
+    // channel-major, then row, then column. Normalised in f32 as the reference's
+    // float32 path: (v / 255 - 0.5) / 0.5. Expanded from the bytes by the backend.
+    float lut[256];
+    for (int v = 0; v < 256; v++) lut[v] = ((float)v / 255.0f - 0.5f) / 0.5f;
+    for (int i = 0, at = 0; i < n_images; at += tower_crops(&imgs[i]), i++)
+        op->patches(be, tensor_rows(t[X], (int64_t)at * MD_PATCHES, (int64_t)tower_crops(&imgs[i]) * MD_PATCHES),
+                    imgs[i].crops, tower_crops(&imgs[i]), 378, 378, 3, 14, lut);
     const md_vision_weights *w = &m->vision;
     op->matmul(be, t[H], t[X], w->patch_emb.w, &w->patch_emb.b, TY_ACT_NONE);
     op->add(be, t[H], t[H], w->pos_emb);  // (729, d) repeated for every crop
@@ -166,14 +159,6 @@ static ty_status project(md_model *m, ty_tensor global, ty_tensor local, int n_c
     return s;
 }
 
-// A 1x1 tiling's only local crop is pixel-identical to the global crop
-// (moondream.md §4.6): the tower runs once and its features are copied.
-static int tower_crops(const md_vision_image *im) {
-    int same = im->n_crops == 2 && im->rows == 1 && im->cols == 1 &&
-               !memcmp(im->crops, im->crops + (size_t)378 * 378 * 3, (size_t)378 * 378 * 3);
-    return same ? 1 : im->n_crops;
-}
-
 enum { TOWER_MAX_CROPS = 32 };  // crops per tower forward: bounds the activations (~14 MB per crop at real width)
 
 ty_status md_vision_encode_batch(md_model *m, int n, const md_vision_image *imgs, float *const *features,
@@ -184,19 +169,14 @@ ty_status md_vision_encode_batch(md_model *m, int n, const md_vision_image *imgs
             return ty_err_set(err, TY_E_ARG, "vision: %d crops for a %dx%d tiling", im->n_crops, im->rows, im->cols);
     }
     int d = m->cfg.vision.enc_dim;
-    size_t crop_bytes = (size_t)378 * 378 * 3, crop_feats = (size_t)MD_PATCHES * d;
+    size_t crop_feats = (size_t)MD_PATCHES * d;
     ty_status s = TY_OK;
     for (int i0 = 0; i0 < n && s == TY_OK;) {
         // The images of this forward: as many as fit TOWER_MAX_CROPS (at least one).
         int i1 = i0, total = 0;
         while (i1 < n && (i1 == i0 || total + tower_crops(&imgs[i1]) <= TOWER_MAX_CROPS)) total += tower_crops(&imgs[i1++]);
-        uint8_t *pix = malloc(crop_bytes * (size_t)total);
-        if (!pix) s = ty_err_set(err, TY_E_NOMEM, "out of memory");
-        for (int i = i0, at = 0; s == TY_OK && i < i1; at += tower_crops(&imgs[i]), i++)
-            memcpy(pix + crop_bytes * (size_t)at, imgs[i].crops, crop_bytes * (size_t)tower_crops(&imgs[i]));
         ty_tensor feat = {0};  // (total * 729, d) on the device
-        if (s == TY_OK) s = tower(m, pix, total, &feat, err);
-        free(pix);
+        s = tower(m, imgs + i0, i1 - i0, total, &feat, err);
         for (int i = i0, at = 0; s == TY_OK && i < i1; at += tower_crops(&imgs[i]), i++) {
             const md_vision_image *im = &imgs[i];
             ty_tensor global = tensor_rows(feat, (int64_t)at * MD_PATCHES, MD_PATCHES);

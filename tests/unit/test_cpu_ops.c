@@ -3,7 +3,7 @@
 // (matmul with bias and activations over bf16/f16/f32 weights and odd sizes,
 // the decode GEMV path, grouped matmul (MoE experts), LayerNorm, RoPE, paged
 // attention with a bidirectional prefix over a scattered page table, dense
-// grouped attention); and batch invariance: each row's result bitwise the
+// grouped attention, image patches from bytes); and batch invariance: each row's result bitwise the
 // same however rows are batched.
 #include <math.h>
 #include <stdint.h>
@@ -262,6 +262,38 @@ static void check_layernorm_rope(ty_backend *be) {
     CHECK_MSG(max_rel(got, want, N * D) < 1e-5, "%s rope", be->ops->name);
     be->ops->release(be, &tx);
     be->ops->release(be, &ty);
+}
+
+// Image patches from bytes: 2 images of 28x42 RGB, 14x14 patches (2 x 3 each),
+// into columns [3, 3 + 588) of a wider tensor, against the index arithmetic
+// written out; the columns outside stay untouched. Exact: a table lookup.
+static void check_patches(ty_backend *be) {
+    ty_err err;
+    enum { N = 2, H = 28, W = 42, C = 3, P = 14, ROWS = N * (H / P) * (W / P), COLS = C * P * P, WIDE = COLS + 7 };
+    static uint8_t px[N * H * W * C];
+    static float lut[256], got[ROWS * WIDE];
+    for (size_t i = 0; i < sizeof px; i++) px[i] = (uint8_t)(frand() * 128 + 128);
+    for (int v = 0; v < 256; v++) lut[v] = frand();
+    ty_tensor t;
+    CHECK(be->ops->alloc(be, &t, TY_DTYPE_F32, ROWS, WIDE, &err) == TY_OK);
+    for (int i = 0; i < ROWS * WIDE; i++) got[i] = -7.0f;
+    be->ops->write(be, t, got);
+    be->ops->patches(be, tensor_cols(t, 3, COLS), px, N, H, W, C, P, lut);
+    be->ops->read(be, t, got);
+    int bad = 0;
+    for (int r = 0; r < ROWS; r++) {
+        int img = r / 6, py = r % 6 / 3, pxl = r % 3;
+        for (int col = 0; col < WIDE; col++) {
+            float want = -7.0f;
+            if (col >= 3 && col < 3 + COLS) {
+                int k = col - 3, c = k / (P * P), dy = k / P % P, dx = k % P;
+                want = lut[px[((img * H + py * P + dy) * W + pxl * P + dx) * C + c]];
+            }
+            bad += got[r * WIDE + col] != want;
+        }
+    }
+    CHECK_MSG(bad == 0, "%s patches: %d values differ", be->ops->name, bad);
+    be->ops->release(be, &t);
 }
 
 // Two sequences in one batch: seq 0 prefills 9 rows with a 6-row bidirectional
@@ -545,6 +577,7 @@ int main(void) {
         check_matmul_grouped(be, TY_DTYPE_BF16);
         check_matmul_grouped(be, TY_DTYPE_F32);
         check_layernorm_rope(be);
+        check_patches(be);
         check_attention(be, 16);
         check_attention(be, 64);
         check_matmul_invariance(be, 67, 45);

@@ -4,9 +4,9 @@
 // add with a repeated row table, embed, RoPE, kv_write (the whole cache
 // compared), paged attention (several sequences, bidirectional prefixes,
 // scattered pages, grouped kv heads, prefill and decode rows in one batch)
-// and dense grouped attention (the vision tower's 729-row crops). Every CUDA
-// output is poisoned with NaN before the op, so an element left unwritten
-// fails. Error = ‖cuda − ref‖ / ‖ref‖ over the whole output; NaN never passes.
+// and dense grouped attention (the vision tower's 729-row crops), image patches
+// from bytes. Every CUDA output is poisoned with NaN before the op, so an
+// element left unwritten fails. Error = ‖cuda − ref‖ / ‖ref‖ over the whole output; NaN never passes.
 //
 // Exits 77 (ctest SKIP_RETURN_CODE) when built without TYCHO_CUDA or when the
 // machine has no GPU.
@@ -306,6 +306,30 @@ static void check_add_embed(void) {
     fprintf(stderr, "  add, embed, weight read: bitwise equal\n");
     release(&ta), release(&tbf), release(&ty), release_weight(&tb16);
     free(braw), free(bv), free(a), free(b);
+}
+
+// Image patches from bytes (the vision tower's input): one real 378x378 crop and,
+// in one call, 2 small images into a column view; bitwise (a table lookup).
+static void check_patches(void) {
+    float lut[256];
+    for (int v = 0; v < 256; v++) lut[v] = frand();
+    static const int shapes[2][4] = {{1, 378, 378, 14}, {2, 28, 42, 14}};  // images, h, w, patch
+    for (int si = 0; si < 2; si++) {
+        int n = shapes[si][0], h = shapes[si][1], w = shapes[si][2], p = shapes[si][3];
+        int64_t rows = (int64_t)n * (h / p) * (w / p), cols = 3 * p * p;
+        uint8_t *px = xmalloc((size_t)n * h * w * 3);
+        for (size_t i = 0; i < (size_t)n * h * w * 3; i++) px[i] = (uint8_t)((frand() + 1) * 128);
+        pair t = out_act(rows, cols + 5);
+        cpu->ops->patches(cpu, tensor_cols(t.c, 5, cols), px, n, h, w, 3, p, lut);
+        gpu->ops->patches(gpu, tensor_cols(t.g, 5, cols), px, n, h, w, 3, p, lut);
+        float *hc, *hg;
+        read_both(tensor_cols(t.c, 5, cols), tensor_cols(t.g, 5, cols), &hc, &hg);
+        CHECK_MSG(memcmp(hc, hg, (size_t)(rows * cols) * sizeof(float)) == 0, "patches of %d %dx%d images differ", n,
+                  h, w);
+        free(hc), free(hg), free(px);
+        release(&t);
+    }
+    fprintf(stderr, "  patches: bitwise equal\n");
 }
 
 // The MoE helpers: embed as a row gather of an f32 activation view, the GeGLU
@@ -909,7 +933,7 @@ int main(void) {
     check_matmul(3, 2048, 6144, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_GELU_TANH, 2);  // aligned views: GEMV
     check_matmul(2, 64, 40, TY_DTYPE_BF16, TY_DTYPE_F32, 0, TY_ACT_GELU_ERF, 1);  // odd views: GEMM
     // Every row count the GEMV is instantiated for; k = 520: 65 loads per row, a lane's last round partial.
-    for (int n = 1; n <= 8; n++) check_matmul(n, n % 2 ? 520 : 512, 96, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_NONE, 0);
+    for (int rows = 1; rows <= 8; rows++) check_matmul(rows, rows % 2 ? 520 : 512, 96, TY_DTYPE_BF16, TY_DTYPE_BF16, 1, TY_ACT_NONE, 0);
     split_x = 0;
     backend_cuda_set_bf16_activations(gpu, 1);  // the rest check the single rounding (GEMV-sized products: exact)
 
@@ -949,6 +973,7 @@ int main(void) {
     check_layernorm(3, 1152, TY_DTYPE_F16);
     check_add_embed();
     check_moe_ops();
+    check_patches();
     check_rope(9, 3, 32, 32);
     check_rope(40, 32, 64, 32);  // partial rotation, as Moondream's text decoder
     check_upload_order();

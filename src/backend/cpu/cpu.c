@@ -102,6 +102,7 @@ static const ty_backend_ops cpu_ops = {
     .kv_write = cpu_kv_write,
     .attention = cpu_attention,
     .attention_dense = cpu_attention_dense,
+    .patches = cpu_patches,
 };
 
 ty_status backend_cpu_init_simd(ty_backend **out, int n_threads, ty_cpu_simd max_simd, ty_err *err) {

@@ -48,6 +48,8 @@ void cpu_activate(ty_backend *be, ty_tensor y, ty_tensor x, ty_activation act);
 void cpu_scale_heads(ty_backend *be, ty_tensor x, ty_tensor s, int head_dim);
 void cpu_mul_plus_one(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
 void cpu_rows_weighted_sum(ty_backend *be, ty_tensor y, ty_tensor x, const int32_t *rows, const float *w, int k);
+void cpu_patches(ty_backend *be, ty_tensor y, const uint8_t *pixels, int n, int h, int w, int ch, int p,
+                 const float lut[256]);
 void cpu_rope(ty_backend *be, ty_tensor x, int n_heads, int head_dim, int rot_dims, float theta, const ty_batch *batch);
 void cpu_kv_write(ty_backend *be, ty_kv_layer *kv, ty_tensor k, ty_tensor v, const ty_batch *batch);
 void cpu_attention(ty_backend *be, ty_tensor out, ty_tensor q, const ty_kv_layer *kv, int n_heads, int n_kv_heads,

@@ -202,6 +202,7 @@ static const ty_backend_ops cuda_ops = {
     .mul_plus_one = cuda_mul_plus_one,
     .rows_weighted_sum = cuda_rows_weighted_sum,
     .memory = cuda_memory,
+    .patches = cuda_patches,
 };
 
 // The backend's own stream-ordered pool: freed blocks stay with it (release

@@ -77,7 +77,7 @@ static void launch(cuda_backend *c, ty_tensor y, ty_tensor x, ty_tensor w, const
 }
 
 int cuda_gemv(cuda_backend *c, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act) {
-    int64_t n = x.rows, k = x.cols, m = w.rows;
+    int64_t n = x.rows, k = x.cols;
     // 16-byte loads of w's rows and x's rows.
     if (w.dtype != TY_DTYPE_BF16 || n < 1 || n > GEMV_MAX_ROWS || k % 8 || w.stride % 8 || x.stride % 4 ||
         (uintptr_t)w.data % 16 || (uintptr_t)x.data % 16)

@@ -90,6 +90,12 @@ static void p_read(ty_backend *be, ty_tensor src, float *host) {
     REAL->read(be, src, host);
     op_end(be, o);
 }
+static void p_patches(ty_backend *be, ty_tensor y, const uint8_t *px, int n, int h, int w, int ch, int p,
+                      const float lut[256]) {
+    prof_op o = op_begin(be, "patches");
+    REAL->patches(be, y, px, n, h, w, ch, p, lut);
+    op_end(be, o);
+}
 static void p_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_tensor *bias, ty_activation act) {
     prof_op o = op_begin(be, x.rows <= 64 ? "matmul n<=64" : x.rows <= 1024 ? "matmul n<=1024" : "matmul n>1024");
     REAL->matmul(be, y, x, w, bias, act);
@@ -181,6 +187,7 @@ void cuda_profile_wrap(cuda_backend *c) {
     ops->free = p_free;
     ops->write = p_write;
     ops->read = p_read;
+    ops->patches = p_patches;
     ops->matmul = p_matmul;
     ops->matmul_grouped = p_matmul_grouped;
     ops->layernorm = p_layernorm;
