@@ -90,6 +90,14 @@ typedef struct {
     void (*layernorm)(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
     // y = a + b; b may have fewer rows (repeated: row r adds b[r % b.rows]) and any float dtype.
     void (*add)(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
+    // The residual adds fused with the LayerNorm that reads their sum (one pass over the
+    // rows, not three): x = x + a, then x = x + b when b is not NULL, each add rounded to
+    // f32 as add does; then y = LayerNorm(x) · gamma + beta as layernorm. x stays the
+    // residual stream (updated in place); a, b: f32 with x's shape. y may be a or b (a
+    // row of both is read before that row of y is written), never x. Bitwise what add,
+    // add, layernorm give on the same backend.
+    void (*add_layernorm)(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor a, const ty_tensor *b, ty_tensor gamma,
+                          ty_tensor beta, float eps);
     // y[r] = table[ids[r]] for a (vocab, dim) table.
     void (*embed)(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids);
     // Rotary embedding on the first rot_dims of each head of x (rows = batch rows),

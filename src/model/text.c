@@ -76,7 +76,8 @@ ty_status md_text_forward(md_model *m, md_kv_cache *kv, const md_text_step *step
     }
     for (int l = 0; l < c->n_layers; l++) {
         const md_text_block *blk = &m->text.blocks[l];
-        op->layernorm(be, t[L], t[X], blk->ln.w, blk->ln.b, 1e-5f);
+        // Layers after the first get their LN from the previous layer's residual adds (below).
+        if (l == 0) op->layernorm(be, t[L], t[X], blk->ln.w, blk->ln.b, 1e-5f);
         op->matmul(be, t[QKV], t[L], blk->qkv.w, &blk->qkv.b, TY_ACT_NONE);
         if (c->tau && (s = md_tau_apply(m, &blk->tau, t[QKV], b, err)) != TY_OK) goto done;
         ty_tensor q = tensor_cols(t[QKV], 0, d), k = tensor_cols(t[QKV], d, kvw), v = tensor_cols(t[QKV], d + kvw, kvw);
@@ -92,8 +93,16 @@ ty_status md_text_forward(md_model *m, md_kv_cache *kv, const md_text_step *step
             op->matmul(be, t[F], t[L], blk->fc1.w, &blk->fc1.b, TY_ACT_GELU_TANH);
             op->matmul(be, t[M], t[F], blk->fc2.w, &blk->fc2.b, TY_ACT_NONE);
         }
-        op->add(be, t[X], t[X], t[A]);  // (x + attn) + mlp: two roundings, as the reference
-        op->add(be, t[X], t[X], t[M]);
+        // (x + attn) + mlp: two roundings, as the reference. Fused with the next layer's LN
+        // (one op, not three: decode on a GPU is bound by launches); the last layer's sum
+        // goes to post_ln only on the gathered output rows, so it stays two adds.
+        if (l + 1 < c->n_layers) {
+            const md_text_block *next = &m->text.blocks[l + 1];
+            op->add_layernorm(be, t[L], t[X], t[A], &t[M], next->ln.w, next->ln.b, 1e-5f);
+        } else {
+            op->add(be, t[X], t[X], t[A]);
+            op->add(be, t[X], t[X], t[M]);
+        }
     }
     if (step->n_out > 0) {
         // Gather the rows that want outputs (embed's row gather, on the device),

@@ -100,20 +100,22 @@ static ty_status tower(md_model *m, const md_vision_image *imgs, int n_images, i
     const md_vision_weights *w = &m->vision;
     op->matmul(be, t[H], t[X], w->patch_emb.w, &w->patch_emb.b, TY_ACT_NONE);
     op->add(be, t[H], t[H], w->pos_emb);  // (729, d) repeated for every crop
+    // Pre-LN blocks: every residual add is fused with the LayerNorm that reads its sum
+    // (ln2, the next block's ln1, post_ln): one pass over the (n, d) rows, not two.
+    const md_norm *ln0 = c->enc_n_layers > 0 ? &w->blocks[0].ln1 : &w->post_ln;
+    op->layernorm(be, t[A], t[H], ln0->w, ln0->b, 1e-5f);
     for (int l = 0; l < c->enc_n_layers; l++) {
         const md_vision_block *b = &w->blocks[l];
-        op->layernorm(be, t[A], t[H], b->ln1.w, b->ln1.b, 1e-5f);
+        const md_norm *ln_next = l + 1 < c->enc_n_layers ? &w->blocks[l + 1].ln1 : &w->post_ln;
         op->matmul(be, t[QKV], t[A], b->qkv.w, &b->qkv.b, TY_ACT_NONE);
         op->attention_dense(be, t[O], tensor_cols(t[QKV], 0, d), tensor_cols(t[QKV], d, d),
                             tensor_cols(t[QKV], 2 * d, d), heads, hd, 1.0f / sqrtf((float)hd), MD_PATCHES);
         op->matmul(be, t[A], t[O], b->proj.w, &b->proj.b, TY_ACT_NONE);
-        op->add(be, t[H], t[H], t[A]);
-        op->layernorm(be, t[A], t[H], b->ln2.w, b->ln2.b, 1e-5f);
+        op->add_layernorm(be, t[A], t[H], t[A], NULL, b->ln2.w, b->ln2.b, 1e-5f);  // A: attn out, then LN2(h)
         op->matmul(be, t[F], t[A], b->fc1.w, &b->fc1.b, TY_ACT_GELU_TANH);
         op->matmul(be, t[A], t[F], b->fc2.w, &b->fc2.b, TY_ACT_NONE);
-        op->add(be, t[H], t[H], t[A]);
+        op->add_layernorm(be, t[A], t[H], t[A], NULL, ln_next->w, ln_next->b, 1e-5f);
     }
-    op->layernorm(be, t[A], t[H], w->post_ln.w, w->post_ln.b, 1e-5f);
     *features = t[A];
     t[A] = (ty_tensor){0};
     release_all(be, t, 6);

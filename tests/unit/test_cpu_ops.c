@@ -1,7 +1,8 @@
 // CPU backend ops on fresh random inputs: the SIMD kernels against the
 // portable C kernels, and both against naive double-precision references
 // (matmul with bias and activations over bf16/f16/f32 weights and odd sizes,
-// the decode GEMV path, grouped matmul (MoE experts), LayerNorm, RoPE, paged
+// the decode GEMV path, grouped matmul (MoE experts), LayerNorm, LayerNorm fused
+// with the residual adds, RoPE, paged
 // attention with a bidirectional prefix over a scattered page table, dense
 // grouped attention, image patches from bytes); and batch invariance: each row's result bitwise the
 // same however rows are batched.
@@ -296,6 +297,58 @@ static void check_patches(ty_backend *be) {
     be->ops->release(be, &t);
 }
 
+// add_layernorm: bitwise what add, add (when b is given), layernorm give on the
+// same backend, for x and y: widths odd, of one element and across the norm's
+// 256-element gamma chunks, bf16 and f32 gamma/beta, column views of wider
+// rows, and y written over a (as the vision tower does).
+static void check_add_layernorm(ty_backend *be) {
+    ty_err err;
+    enum { N = 6, W = 700, OFF = 3 };
+    static const int widths[] = {1, 37, 256, 300, 651};
+    static float x[N * W], a[N * W], b[N * W], ref_x[N * W], ref_y[N * W], got_x[N * W], got_y[N * W];
+    static uint8_t g[W * 4], bt[W * 4];
+    static float gf[W], btf[W];
+    int bad = 0, cases = 0;
+    for (int wi = 0; wi < (int)(sizeof widths / sizeof widths[0]); wi++)
+        for (int c = 0; c < 8; c++) {
+            int d = widths[wi], with_b = c & 1, view = c >> 1 & 1, alias = c >> 2 & 1;
+            ty_dtype gdt = (wi + c) % 2 ? TY_DTYPE_BF16 : TY_DTYPE_F32;
+            for (int i = 0; i < N * W; i++) x[i] = frand() * 3 + 1, a[i] = frand(), b[i] = frand() * 0.5f;
+            fill_weights(g, gf, (size_t)d, gdt);
+            fill_weights(bt, btf, (size_t)d, gdt);
+            ty_tensor t[2][4], tg, tbt;  // [reference, fused][x, a, b, y]
+            be->ops->weight(be, &tg, gdt, 1, d, g, &err);
+            be->ops->weight(be, &tbt, gdt, 1, d, bt, &err);
+            for (int k = 0; k < 2; k++)
+                for (int i = 0; i < 4; i++) {
+                    be->ops->alloc(be, &t[k][i], TY_DTYPE_F32, N, view ? W : d, &err);
+                    be->ops->write(be, t[k][i], i == 0 ? x : i == 1 ? a : b);  // y starts as b: any garbage
+                }
+            ty_tensor v[2][4];
+            for (int k = 0; k < 2; k++)
+                for (int i = 0; i < 4; i++) v[k][i] = tensor_cols(t[k][i], view ? OFF : 0, d);
+            ty_tensor *r = v[0], *f = v[1];
+            ty_tensor ry = alias ? r[1] : r[3], fy = alias ? f[1] : f[3];
+            be->ops->add(be, r[0], r[0], r[1]);
+            if (with_b) be->ops->add(be, r[0], r[0], r[2]);
+            be->ops->layernorm(be, ry, r[0], tg, tbt, 1e-5f);
+            be->ops->add_layernorm(be, fy, f[0], f[1], with_b ? &f[2] : NULL, tg, tbt, 1e-5f);
+            be->ops->read(be, r[0], ref_x), be->ops->read(be, ry, ref_y);
+            be->ops->read(be, f[0], got_x), be->ops->read(be, fy, got_y);
+            size_t bytes = (size_t)N * d * sizeof(float);
+            if (memcmp(ref_x, got_x, bytes) || memcmp(ref_y, got_y, bytes)) {
+                bad++;
+                fprintf(stderr, "add_layernorm d=%d b %d view %d y=a %d %s: differs\n", d, with_b, view, alias,
+                        dtype_name(gdt));
+            }
+            cases++;
+            for (int k = 0; k < 2; k++)
+                for (int i = 0; i < 4; i++) be->ops->release(be, &t[k][i]);
+        }
+    CHECK_MSG(!bad, "simd %d add_layernorm: %d of %d cases differ from add, add, layernorm", backend_cpu_simd(be), bad,
+              cases);
+}
+
 // Two sequences in one batch: seq 0 prefills 9 rows with a 6-row bidirectional
 // prefix; seq 1 decodes one row at position 12 over keys written earlier.
 // hd 16 takes the generic kernels; hd 64 the register-resident decode kernel.
@@ -577,6 +630,7 @@ int main(void) {
         check_matmul_grouped(be, TY_DTYPE_BF16);
         check_matmul_grouped(be, TY_DTYPE_F32);
         check_layernorm_rope(be);
+        check_add_layernorm(be);
         check_patches(be);
         check_attention(be, 16);
         check_attention(be, 64);

@@ -1,6 +1,7 @@
 // CUDA backend ops against the CPU backend (the reference) on fresh random
 // inputs, op by op: matmul (bf16/f16/f32 weights, bias in f32 or bf16 or none,
-// no activation / GELU-tanh / GELU-erf, odd sizes, strided views), LayerNorm,
+// no activation / GELU-tanh / GELU-erf, odd sizes, strided views), LayerNorm
+// (alone and fused with the residual adds),
 // add with a repeated row table, embed, RoPE, kv_write (the whole cache
 // compared), paged attention (several sequences, bidirectional prefixes,
 // scattered pages, grouped kv heads, prefill and decode rows in one batch)
@@ -260,6 +261,52 @@ static void check_layernorm(int n, int d, ty_dtype gdt) {
     fprintf(stderr, "  layernorm n=%d d=%d %s: %.2e\n", n, d, dtype_name(gdt), e);
     release(&tx), release(&ty), release_weight(&tg), release_weight(&tb);
     free(graw), free(braw), free(gv), free(bv), free(x), free(hc), free(hg);
+}
+
+// add_layernorm against the CPU's on the same inputs: x (the residual stream) is
+// one or two f32 additions per element on both, so bitwise; y within the LayerNorm
+// tolerance above (1e-5). And the GPU's fused op bitwise its own add, add,
+// layernorm. view: column views of wider rows; alias: y written over a (the vision
+// tower's use).
+static void check_add_layernorm(int n, int d, ty_dtype gdt, int with_b, int view, int alias) {
+    void *graw, *braw;
+    float *gv, *bv;
+    int64_t w = view ? d + 5 : d, off = view ? 3 : 0;
+    rand_stored(gdt, (size_t)d, 1.0f, &graw, &gv);
+    rand_stored(gdt, (size_t)d, 1.0f, &braw, &bv);
+    float *x = frandv((size_t)n * w, 3.0f), *a = frandv((size_t)n * w, 1.0f), *b = frandv((size_t)n * w, 1.0f);
+    for (size_t i = 0; i < (size_t)n * w; i++) x[i] += 1.0f;  // a mean away from zero
+    pair tx = act(n, w, x), ta = act(n, w, a), tb = act(n, w, b), ty = out_act(n, w);
+    pair tx2 = act(n, w, x), ta2 = act(n, w, a), ty2 = out_act(n, w);  // the GPU's unfused run
+    pair tg = weight(gdt, 1, d, graw), tbt = weight(gdt, 1, d, braw);
+    ty_tensor xc = tensor_cols(tx.c, off, d), xg = tensor_cols(tx.g, off, d), ac = tensor_cols(ta.c, off, d),
+              ag = tensor_cols(ta.g, off, d), bc = tensor_cols(tb.c, off, d), bg = tensor_cols(tb.g, off, d);
+    ty_tensor yc = alias ? ac : tensor_cols(ty.c, off, d), yg = alias ? ag : tensor_cols(ty.g, off, d);
+    cpu->ops->add_layernorm(cpu, yc, xc, ac, with_b ? &bc : NULL, tg.c, tbt.c, 1e-5f);
+    gpu->ops->add_layernorm(gpu, yg, xg, ag, with_b ? &bg : NULL, tg.g, tbt.g, 1e-5f);
+    ty_tensor x2 = tensor_cols(tx2.g, off, d), a2 = tensor_cols(ta2.g, off, d);
+    ty_tensor y2 = alias ? a2 : tensor_cols(ty2.g, off, d);
+    gpu->ops->add(gpu, x2, x2, a2);
+    if (with_b) gpu->ops->add(gpu, x2, x2, bg);
+    gpu->ops->layernorm(gpu, y2, x2, tg.g, tbt.g, 1e-5f);
+    float *hxc, *hxg, *hyc, *hyg, *hx2, *hy2;
+    size_t nd = (size_t)n * d;
+    read_both(xc, xg, &hxc, &hxg);
+    read_both(yc, yg, &hyc, &hyg);
+    hx2 = xmalloc(nd * sizeof(float)), hy2 = xmalloc(nd * sizeof(float));
+    gpu->ops->read(gpu, x2, hx2), gpu->ops->read(gpu, y2, hy2);
+    double e = rel_err(hyg, hyc, nd);
+    CHECK_MSG(!memcmp(hxc, hxg, nd * sizeof(float)), "add_layernorm n=%d d=%d: x differs from cpu", n, d);
+    CHECK_MSG(e < 1e-5, "add_layernorm n=%d d=%d %s b %d view %d y=a %d: %.3g", n, d, dtype_name(gdt), with_b, view,
+              alias, e);
+    CHECK_MSG(!memcmp(hx2, hxg, nd * sizeof(float)) && !memcmp(hy2, hyg, nd * sizeof(float)),
+              "add_layernorm n=%d d=%d: not bitwise the GPU's add, add, layernorm", n, d);
+    fprintf(stderr, "  add_layernorm n=%d d=%d %s b %d view %d y=a %d: %.2e\n", n, d, dtype_name(gdt), with_b, view,
+            alias, e);
+    release(&tx), release(&ta), release(&tb), release(&ty), release(&tx2), release(&ta2), release(&ty2);
+    release_weight(&tg), release_weight(&tbt);
+    free(graw), free(braw), free(gv), free(bv), free(x), free(a), free(b);
+    free(hxc), free(hxg), free(hyc), free(hyg), free(hx2), free(hy2);
 }
 
 // add and embed: one f32 addition or a conversion per element, exact on both: bitwise.
@@ -971,6 +1018,11 @@ int main(void) {
     check_layernorm(5, 96, TY_DTYPE_F32);
     check_layernorm(33, 2048, TY_DTYPE_BF16);
     check_layernorm(3, 1152, TY_DTYPE_F16);
+    check_add_layernorm(5, 96, TY_DTYPE_F32, 1, 0, 0);
+    check_add_layernorm(33, 2048, TY_DTYPE_BF16, 1, 1, 0);  // the text decoder's: x + attn + mlp, strided
+    check_add_layernorm(1, 2048, TY_DTYPE_BF16, 1, 0, 0);   // decode
+    check_add_layernorm(7, 301, TY_DTYPE_F16, 0, 1, 1);
+    check_add_layernorm(1458, 1152, TY_DTYPE_BF16, 0, 0, 1);  // the vision tower's: two crops, y over a
     check_add_embed();
     check_moe_ops();
     check_patches();

@@ -93,6 +93,7 @@ static const ty_backend_ops cpu_ops = {
     .matmul_grouped = cpu_matmul_grouped,
     .layernorm = cpu_layernorm,
     .add = cpu_add,
+    .add_layernorm = cpu_add_layernorm,
     .embed = cpu_embed,
     .activate = cpu_activate,
     .scale_heads = cpu_scale_heads,

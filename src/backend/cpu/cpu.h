@@ -43,6 +43,8 @@ void cpu_matmul(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, const ty_
 void cpu_matmul_grouped(ty_backend *be, int n, const ty_matmul_group *groups);
 void cpu_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
 void cpu_add(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
+void cpu_add_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor a, const ty_tensor *b, ty_tensor gamma,
+                       ty_tensor beta, float eps);
 void cpu_embed(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids);
 void cpu_activate(ty_backend *be, ty_tensor y, ty_tensor x, ty_activation act);
 void cpu_scale_heads(ty_backend *be, ty_tensor x, ty_tensor s, int head_dim);

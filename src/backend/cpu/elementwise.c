@@ -1,4 +1,5 @@
-// Row-wise and element-wise ops: LayerNorm, add, embedding gather; the exact GELU.
+// Row-wise and element-wise ops: LayerNorm, add, the two fused (residual adds then
+// LayerNorm), embedding gather; the exact GELU.
 #include <math.h>
 #include <string.h>
 
@@ -7,15 +8,13 @@
 float cpu_gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
 
 typedef struct {
-    ty_tensor y, x, gamma, beta;
+    ty_tensor y, x, a, gamma, beta;
+    const ty_tensor *b;  // add_layernorm's second addend (NULL: none)
     float eps;
 } rows_job;
 
-static void layernorm_row(void *ctx, int r) {
-    const rows_job *j = ctx;
-    const float *x = cpu_row(j->x, r);
-    float *y = cpu_row(j->y, r);
-    int64_t n = j->x.cols;
+// y = LayerNorm(x) · gamma + beta over one row of n.
+static void layernorm_one(float *y, const float *x, int64_t n, ty_tensor gamma, ty_tensor beta, float eps) {
     // Two passes in double: the mean and variance are exact enough that the
     // result depends only on the f32 inputs, not on summation order.
     double mean = 0, var = 0;
@@ -23,19 +22,44 @@ static void layernorm_row(void *ctx, int r) {
     mean /= (double)n;
     for (int64_t i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
     var /= (double)n;
-    float inv = (float)(1.0 / sqrt(var + j->eps)), m = (float)mean;
+    float inv = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
     float g[256], b[256];
     for (int64_t i0 = 0; i0 < n; i0 += 256) {
         int64_t c = n - i0 < 256 ? n - i0 : 256;
-        cpu_convert_row(g, (const char *)j->gamma.data + (size_t)i0 * dtype_size(j->gamma.dtype), j->gamma.dtype, c);
-        cpu_convert_row(b, (const char *)j->beta.data + (size_t)i0 * dtype_size(j->beta.dtype), j->beta.dtype, c);
+        cpu_convert_row(g, (const char *)gamma.data + (size_t)i0 * dtype_size(gamma.dtype), gamma.dtype, c);
+        cpu_convert_row(b, (const char *)beta.data + (size_t)i0 * dtype_size(beta.dtype), beta.dtype, c);
         for (int64_t i = 0; i < c; i++) y[i0 + i] = (x[i0 + i] - m) * inv * g[i] + b[i];
     }
+}
+
+static void layernorm_row(void *ctx, int r) {
+    const rows_job *j = ctx;
+    layernorm_one(cpu_row(j->y, r), cpu_row(j->x, r), j->x.cols, j->gamma, j->beta, j->eps);
 }
 
 void cpu_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps) {
     rows_job j = {.y = y, .x = x, .gamma = gamma, .beta = beta, .eps = eps};
     pool_run(cpu_of(be)->pool, (int)x.rows, layernorm_row, &j);
+}
+
+// The same float operations as cpu_add (f32 a + b per element, one rounding
+// each) then layernorm_one, per row on the pool: bitwise add, add, layernorm,
+// with the row still in cache for the norm.
+static void add_layernorm_row(void *ctx, int r) {
+    const rows_job *j = ctx;
+    float *x = cpu_row(j->x, r);
+    const float *a = cpu_row(j->a, r), *b = j->b ? cpu_row(*j->b, r) : NULL;
+    int64_t n = j->x.cols;
+    for (int64_t i = 0; i < n; i++) x[i] = x[i] + a[i];
+    if (b)
+        for (int64_t i = 0; i < n; i++) x[i] = x[i] + b[i];
+    layernorm_one(cpu_row(j->y, r), x, n, j->gamma, j->beta, j->eps);
+}
+
+void cpu_add_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor a, const ty_tensor *b, ty_tensor gamma,
+                       ty_tensor beta, float eps) {
+    rows_job j = {.y = y, .x = x, .a = a, .b = b, .gamma = gamma, .beta = beta, .eps = eps};
+    pool_run(cpu_of(be)->pool, (int)x.rows, add_layernorm_row, &j);
 }
 
 // y = a + b, where b may have fewer rows than a and is repeated (row r uses

@@ -192,6 +192,7 @@ static const ty_backend_ops cuda_ops = {
     .matmul_grouped = cuda_matmul_grouped,
     .layernorm = cuda_layernorm,
     .add = cuda_add,
+    .add_layernorm = cuda_add_layernorm,
     .embed = cuda_embed,
     .rope = cuda_rope,
     .kv_write = cuda_kv_write,

@@ -157,6 +157,8 @@ void cuda_matmul_exact(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor w, co
                        ty_activation act);
 void cuda_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor gamma, ty_tensor beta, float eps);
 void cuda_add(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b);
+void cuda_add_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor a, const ty_tensor *b, ty_tensor gamma,
+                        ty_tensor beta, float eps);
 void cuda_embed(ty_backend *be, ty_tensor y, ty_tensor table, const int32_t *ids);
 void cuda_activate_op(ty_backend *be, ty_tensor y, ty_tensor x, ty_activation act);
 void cuda_scale_heads(ty_backend *be, ty_tensor x, ty_tensor s, int head_dim);

@@ -111,6 +111,12 @@ static void p_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor g, t
     REAL->layernorm(be, y, x, g, b, eps);
     op_end(be, o);
 }
+static void p_add_layernorm(ty_backend *be, ty_tensor y, ty_tensor x, ty_tensor a, const ty_tensor *b, ty_tensor g,
+                            ty_tensor beta, float eps) {
+    prof_op o = op_begin(be, "add_layernorm");
+    REAL->add_layernorm(be, y, x, a, b, g, beta, eps);
+    op_end(be, o);
+}
 static void p_add(ty_backend *be, ty_tensor y, ty_tensor a, ty_tensor b) {
     prof_op o = op_begin(be, "add");
     REAL->add(be, y, a, b);
@@ -192,6 +198,7 @@ void cuda_profile_wrap(cuda_backend *c) {
     ops->matmul_grouped = p_matmul_grouped;
     ops->layernorm = p_layernorm;
     ops->add = p_add;
+    ops->add_layernorm = p_add_layernorm;
     ops->embed = p_embed;
     ops->rope = p_rope;
     ops->kv_write = p_kv_write;
