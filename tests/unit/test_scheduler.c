@@ -388,25 +388,36 @@ static void test_cancel_states(void) {
     }
 }
 
-// A failing forward fails the sequences in it, and nothing leaks.
-static void test_forward_failure(void) {
-    rig g;
-    rig_init(&g, 60, 4, 64, 1);
-    static fake_seq q[3];
+// Three requests on images 0, 1, 2 submitted to a fresh rig (the failure tests' start).
+static void submit_three(rig *g, fake_seq q[3]) {
+    rig_init(g, 60, 4, 64, 1);
     ty_err err;
     for (int i = 0; i < 3; i++) {
         fs_init(&q[i], i, P_A, 11, 4);
-        CHECK(sched_submit(&g.s, &q[i].seq, &err) == TY_OK);
+        CHECK(sched_submit(&g->s, &q[i].seq, &err) == TY_OK);
     }
+}
+
+// After a failure: a request on `image` (never published, so computed again) gives its tokens.
+static void check_again(rig *g, int image, const char *what) {
+    fake_seq again;
+    ty_err err;
+    fs_init(&again, image, P_A, 11, 4);
+    CHECK(sched_submit(&g->s, &again.seq, &err) == TY_OK);
+    run_until_idle(g, 100);
+    check_output(&again, what);
+}
+
+// A failing forward fails the sequences in it, and nothing leaks.
+static void test_forward_failure(void) {
+    rig g;
+    static fake_seq q[3];
+    submit_three(&g, q);
     g.f.fail_forward = 1;
     run_until_idle(&g, 10);
     for (int i = 0; i < 3; i++) CHECK(q[i].done_calls == 1 && q[i].status == TY_E_NOMEM);
     g.f.fail_forward = 0;
-    fake_seq ok;
-    fs_init(&ok, 0, P_A, 11, 4);  // the failed image was never published: computed again
-    CHECK(sched_submit(&g.s, &ok.seq, &err) == TY_OK);
-    run_until_idle(&g, 100);
-    check_output(&ok, "after failure");
+    check_again(&g, 0, "after failure");
     rig_free(&g);
 }
 
@@ -414,25 +425,16 @@ static void test_forward_failure(void) {
 // the others in the same tower run go on, and the image is not cached.
 static void test_prepare_failure(void) {
     rig g;
-    rig_init(&g, 60, 4, 64, 1);
     static fake_seq q[3];
-    ty_err err;
-    for (int i = 0; i < 3; i++) {
-        fs_init(&q[i], i, P_A, 11, 4);
-        CHECK(sched_submit(&g.s, &q[i].seq, &err) == TY_OK);
-    }
-    g.f.fail_prepare = 1 + 1;
+    submit_three(&g, q);
+    g.f.fail_prepare = 1 + 1;  // image 1 (the field holds id + 1)
     run_until_idle(&g, 100);
     CHECK(q[1].done_calls == 1 && q[1].status == TY_E_FORMAT && !q[1].image_used);
     check_output(&q[0], "beside a failed image");
     check_output(&q[2], "beside a failed image");
     CHECK(g.f.vision_runs == 1 && g.f.images_encoded == 2);
     g.f.fail_prepare = 0;
-    fake_seq again;
-    fs_init(&again, 1, P_A, 11, 4);  // the failed image was never published: computed now
-    CHECK(sched_submit(&g.s, &again.seq, &err) == TY_OK);
-    run_until_idle(&g, 100);
-    check_output(&again, "after a failed image");
+    check_again(&g, 1, "after a failed image");
     CHECK(g.f.images_encoded == 3);
     rig_free(&g);
 }
