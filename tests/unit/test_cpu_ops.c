@@ -118,13 +118,15 @@ static void run_matmul(ty_backend *be, float *y, const float *x, int n, int k, t
 // computed alone (the decode GEMV for bf16), in chunks of 3 rows, and at the
 // mirrored position of the batch with its rows reversed. Called with k = 67
 // (a tail after every family's lane count) and m = 45 (a partial panel), and
-// k = 40, m = 150 (several of the decode GEMV's blocks of panels).
+// k = 40, m = 150 (several of the decode GEMV's blocks of panels), and k = 40,
+// m = 597 (38 panels: several panels per work item, the last group short).
 static void check_matmul_invariance(ty_backend *be, const int K, const int M) {
-    enum { NMAX = 17, KMAX = 67, MMAX = 150 };
+    enum { NMAX = 17, KMAX = 67, MMAX = 16 * 37 + 5 };
     static const int ns[] = {1, 2, 3, 5, 8, 17};
     static const ty_dtype dtypes[] = {TY_DTYPE_BF16, TY_DTYPE_F16, TY_DTYPE_F32};
     static const ty_activation acts[] = {TY_ACT_NONE, TY_ACT_GELU_TANH, TY_ACT_GELU_ERF};
     ty_err err;
+    if (K > KMAX || M > MMAX) abort();  // the static buffers below
     static uint8_t w[MMAX * KMAX * 4];
     static float wf[MMAX * KMAX], x[NMAX * KMAX], xr[NMAX * KMAX], full[NMAX * MMAX], part[NMAX * MMAX];
     float bias[MMAX];
@@ -627,6 +629,8 @@ int main(void) {
         check_matmul(be, "f32", 4, 9, 3, TY_DTYPE_F32, TY_ACT_GELU_TANH);
         check_matmul(be, "f32 gemv", 1, 300, 65, TY_DTYPE_F32, TY_ACT_NONE);
         check_matmul(be, "large", 70, 333, 130, TY_DTYPE_BF16, TY_ACT_NONE);
+        // 38 panels: several panels per work item (gemm.c's groups), the last group and panel short
+        check_matmul(be, "panel groups", 9, 40, 16 * 37 + 5, TY_DTYPE_BF16, TY_ACT_GELU_TANH);
         check_matmul_grouped(be, TY_DTYPE_BF16);
         check_matmul_grouped(be, TY_DTYPE_F32);
         check_layernorm_rope(be);
@@ -636,6 +640,7 @@ int main(void) {
         check_attention(be, 64);
         check_matmul_invariance(be, 67, 45);
         check_matmul_invariance(be, 40, 150);
+        check_matmul_invariance(be, 40, 16 * 37 + 5);
         check_attention_invariance(be, 12, 4, 16);
         check_attention_invariance(be, 4, 1, 64);
         check_attention_invariance(be, 2, 2, 72);

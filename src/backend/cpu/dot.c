@@ -264,6 +264,28 @@ AVX512 static inline __m512 reduce512_across(const __m512 *a) {
                          _mm512_add_ps(_mm512_add_ps(m[1], m[5]), _mm512_add_ps(m[3], m[7])));
 }
 
+// hsum512 of 16 vectors at once: out[q] = hsum512(a[q]), the same tree (each
+// level adds the upper half of a lane group to its lower half: 16 -> 8 -> 4
+// -> 2 -> 1), with two vectors' halves shuffled into one add per level, so
+// 45 instructions instead of ~130 and one store. a is overwritten.
+AVX512 static inline void hsum512_x16(float *out, __m512 *a) {
+    for (int p = 0; p < 8; p++)  // lanes i and i + 8: [a[2p] (8), a[2p+1] (8)]
+        a[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int p = 0; p < 4; p++)  // then i and i + 4: quarter t holds vector 4p + t
+        a[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int p = 0; p < 2; p++)  // then i and i + 2: quarter t holds [8p + t (2), 8p + 4 + t (2)]
+        a[p] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * p], a[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(a[2 * p], a[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    // then i and i + 1: quarter t holds vectors t, 4 + t, 8 + t, 12 + t
+    __m512 r = _mm512_add_ps(_mm512_shuffle_ps(a[0], a[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(a[0], a[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    // r[4t + u] = hsum512(a[4u + t]): a 4x4 transpose of the order wanted
+    const __m512i to_out = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_storeu_ps(out, _mm512_permutexvar_ps(to_out, r));
+}
+
 AVX512 static inline __mmask16 mask512(int64_t r) { return (__mmask16)((1u << r) - 1); }
 
 AVX512 static inline __m512 bf16x16(const uint16_t *w) {
@@ -293,8 +315,7 @@ AVX512 static void block4x4_avx512(float *out, const float *const *x, const floa
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
         }
     }
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) out[i * 4 + j] = hsum512(acc[i][j]);
+    hsum512_x16(out, &acc[0][0]);
 }
 
 __attribute__((always_inline)) AVX512 static inline void rows4_avx512(float *out, const float *x,
