@@ -15,7 +15,23 @@
 #include "core/file.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
+#include "engine/skill.h"
 #include "model/moondream.h"
+
+// The tokens r fed back against the reference's emitted_ids: the same, except
+// that an answer which ended at max_tokens was not fed its last token (the
+// reference feeds it and throws away the sample it gives; tycho skips that
+// forward, skill_go_answer). Detect/point end by max_objects with nothing fed.
+static inline int golden_fed_equal(const cJSON *emitted, const skill_request *r) {
+    int n;
+    const int32_t *fed = skill_fed_ids(r, &n);
+    int unfed = skill_finish(r) == FINISH_LENGTH && skill_output_tokens(r) > 0;
+    if (cJSON_GetArraySize(emitted) - unfed != n) return 0;
+    int i = 0;
+    for (const cJSON *e = emitted->child; i < n; e = e->next, i++)
+        if (e->valueint != fed[i]) return 0;
+    return 1;
+}
 
 // The device golden tests run on: $TYCHO_TEST_DEVICE ("cpu", the default, or
 // "cuda"), so the same tests check a GPU build on a GPU machine.

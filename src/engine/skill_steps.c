@@ -6,23 +6,30 @@
 
 #include "engine/skill_impl.h"
 
-// Answer phase: stop at EOS (unless ignore_eos) or max_tokens, else stream the token and feed it.
+// Streams what the answer's text decoder still holds and ends the request.
+static ty_status answer_finish(skill_request *r, finish_reason why, ty_err *err) {
+    const char *chunk;
+    size_t len;
+    ty_status s = text_stream_flush(&r->answer, &chunk, &len, err);
+    if (s == TY_OK) skill_emit_text(r, chunk, len);
+    skill_finish_as(r, why);
+    return s;
+}
+
+// Answer phase: stop at EOS (unless ignore_eos), else stream the token; feed
+// it unless it is the max_tokens-th. The reference feeds that last token too
+// and throws away the sample it gives; tycho skips that forward (one of the
+// three forwards of a 3-token answer).
 ty_status skill_go_answer(skill_request *r, ty_err *err) {
     const md_tokenizer_config *t = &r->m->cfg.tok;
-    if ((r->next == t->eos_id && !r->p.ignore_eos) || r->generated >= r->p.max_tokens) {
-        const char *chunk;
-        size_t len;
-        ty_status s = text_stream_flush(&r->answer, &chunk, &len, err);
-        if (s == TY_OK) skill_emit_text(r, chunk, len);
-        skill_finish_as(r, r->next == t->eos_id && !r->p.ignore_eos ? FINISH_STOP : FINISH_LENGTH);
-        return s;
-    }
+    if (r->next == t->eos_id && !r->p.ignore_eos) return answer_finish(r, FINISH_STOP, err);
     const char *chunk;
     size_t len;
     ty_status s = text_stream_push(&r->answer, r->next, &chunk, &len, err);
     if (s != TY_OK) return s;
     skill_emit_text(r, chunk, len);
     r->output_tokens++;
+    if (r->generated + 1 >= r->p.max_tokens) return answer_finish(r, FINISH_LENGTH, err);
     r->state = ST_ANSWER;
     return skill_feed_token(r, r->next, err);
 }

@@ -14,14 +14,6 @@
 #include "golden.h"
 #include "test.h"
 
-static int ids_equal(const cJSON *want, const int32_t *got, int n) {
-    if (cJSON_GetArraySize(want) != n) return 0;
-    int i = 0;
-    for (const cJSON *e = want->child; e; e = e->next, i++)
-        if (e->valueint != got[i]) return 0;
-    return 1;
-}
-
 static int num_equal(const cJSON *obj, const char *key, double v) {
     const cJSON *e = cJSON_GetObjectItem(obj, key);
     return e && e->valuedouble == v;
@@ -159,10 +151,8 @@ int main(void) {
         const safetensors_tensor *ref = safetensors_find(exp, name);
         double e = ref ? golden_rel_err(logits, ref, vocab) : 1;
         CHECK_MSG(e <= golden_tensor_tol(), "%s: first_logits relative error %.3g", id, e);
-        int n_fed;
-        const int32_t *fed = r ? skill_fed_ids(r, &n_fed) : NULL;
         int ok = r && result_matches(c, r, why, sizeof why);
-        if (ok && !ids_equal(cJSON_GetObjectItem(c, "emitted_ids"), fed, n_fed)) {
+        if (ok && !golden_fed_equal(cJSON_GetObjectItem(c, "emitted_ids"), r)) {
             ok = 0;
             snprintf(why, sizeof why, "fed tokens differ from emitted_ids");
         }

@@ -86,11 +86,10 @@ int main(void) {
         CHECK_MSG(le <= golden_tensor_tol(), "%s: first_logits relative error %.3g", id, le);
 
         char why[512] = "";
-        int n_fed = 0, ok = r != NULL;
-        const int32_t *fed = r ? skill_fed_ids(r, &n_fed) : NULL;
+        int ok = r != NULL;
         const char *want = cJSON_GetObjectItem(c, "answer")->valuestring;
         if (ok && strcmp(skill_text(r), want)) ok = 0, snprintf(why, sizeof why, "answer '%s' != '%s'", skill_text(r), want);
-        if (ok && !ids_equal(cJSON_GetObjectItem(c, "emitted_ids"), fed, n_fed))
+        if (ok && !golden_fed_equal(cJSON_GetObjectItem(c, "emitted_ids"), r))
             ok = 0, snprintf(why, sizeof why, "fed tokens differ from emitted_ids");
         double margin = cJSON_GetObjectItem(c, "min_margin")->valuedouble;
         if (!ok && margin < 1e-3) {
