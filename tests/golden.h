@@ -17,6 +17,32 @@
 #include "io/tokenizer.h"
 #include "engine/skill.h"
 #include "model/moondream.h"
+#include "tycho.h"
+
+// The public API's skill of a golden case ("skill": caption, query, detect, point).
+static inline tycho_skill golden_case_skill(const cJSON *c) {
+    const char *skill = cJSON_GetObjectItem(c, "skill")->valuestring;
+    return !strcmp(skill, "caption") ? TYCHO_SKILL_CAPTION
+           : !strcmp(skill, "query") ? TYCHO_SKILL_QUERY
+           : !strcmp(skill, "detect") ? TYCHO_SKILL_DETECT
+                                      : TYCHO_SKILL_POINT;
+}
+
+// A golden case's request without its image and spatial refs: the skill's
+// defaults, then the case's arguments and settings (strings point into c).
+static inline void golden_case_params(const cJSON *c, tycho_request_params *p) {
+    tycho_request_params_default(p, golden_case_skill(c));
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItem(c, "length"))) p->length = v->valuestring;
+    if ((v = cJSON_GetObjectItem(c, "question"))) p->question = v->valuestring;
+    if ((v = cJSON_GetObjectItem(c, "object"))) p->object = v->valuestring;
+    p->reasoning = cJSON_IsTrue(cJSON_GetObjectItem(c, "reasoning"));
+    const cJSON *st = cJSON_GetObjectItem(c, "settings");
+    if ((v = cJSON_GetObjectItem(st, "max_tokens"))) p->max_tokens = v->valueint;
+    if ((v = cJSON_GetObjectItem(st, "temperature"))) p->temperature = (float)v->valuedouble;
+    if ((v = cJSON_GetObjectItem(st, "top_p"))) p->top_p = (float)v->valuedouble;
+    if ((v = cJSON_GetObjectItem(st, "max_objects"))) p->max_objects = v->valueint;
+}
 
 // The tokens r fed back against the reference's emitted_ids: the same, except
 // that an answer which ended at max_tokens was not fed its last token (the

@@ -32,13 +32,8 @@ static int load_cases(golden_case *cases, int cap, const cJSON *expected, const 
         memset(g, 0, sizeof *g);
         g->c = c;
         g->id = cJSON_GetObjectItem(c, "id")->valuestring;
-        const char *skill = cJSON_GetObjectItem(c, "skill")->valuestring;
-        tycho_skill k = !strcmp(skill, "caption") ? TYCHO_SKILL_CAPTION
-                        : !strcmp(skill, "query") ? TYCHO_SKILL_QUERY
-                        : !strcmp(skill, "detect") ? TYCHO_SKILL_DETECT
-                                                   : TYCHO_SKILL_POINT;
         tycho_request_params *p = &g->p;
-        tycho_request_params_default(p, k);
+        golden_case_params(c, p);
         const cJSON *v = cJSON_GetObjectItem(c, "image");
         if (cJSON_IsString(v)) {
             char path[512];
@@ -49,21 +44,12 @@ static int load_cases(golden_case *cases, int cap, const cJSON *expected, const 
             p->image_bytes = g->image;
             p->image_len = g->image_len;
         }
-        if ((v = cJSON_GetObjectItem(c, "length"))) p->length = v->valuestring;
-        if ((v = cJSON_GetObjectItem(c, "question"))) p->question = v->valuestring;
-        if ((v = cJSON_GetObjectItem(c, "object"))) p->object = v->valuestring;
-        p->reasoning = cJSON_IsTrue(cJSON_GetObjectItem(c, "reasoning"));
         const cJSON *refs = cJSON_GetObjectItem(c, "spatial_refs");
         for (const cJSON *ref = refs ? refs->child : NULL; ref && p->n_spatial_refs < 16; ref = ref->next) {
             tycho_spatial_ref *s = &g->refs[p->n_spatial_refs++];
             for (const cJSON *x = ref->child; x && s->n < 4; x = x->next) s->v[s->n++] = x->valuedouble;
         }
         p->spatial_refs = g->refs;
-        const cJSON *st = cJSON_GetObjectItem(c, "settings");
-        if ((v = cJSON_GetObjectItem(st, "max_tokens"))) p->max_tokens = v->valueint;
-        if ((v = cJSON_GetObjectItem(st, "temperature"))) p->temperature = (float)v->valuedouble;
-        if ((v = cJSON_GetObjectItem(st, "top_p"))) p->top_p = (float)v->valuedouble;
-        if ((v = cJSON_GetObjectItem(st, "max_objects"))) p->max_objects = v->valueint;
         p->has_seed = 1;
         p->seed = 7;
     }

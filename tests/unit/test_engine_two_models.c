@@ -65,21 +65,10 @@ static int md2_cases(test_case *t, const cJSON *expected) {
         test_case *g = &t[n++];
         g->c = c;
         g->id = cJSON_GetObjectItem(c, "id")->valuestring;
-        const char *skill = cJSON_GetObjectItem(c, "skill")->valuestring;
-        tycho_skill k = !strcmp(skill, "caption") ? TYCHO_SKILL_CAPTION
-                        : !strcmp(skill, "query") ? TYCHO_SKILL_QUERY
-                        : !strcmp(skill, "detect") ? TYCHO_SKILL_DETECT
-                                                   : TYCHO_SKILL_POINT;
-        tycho_request_params_default(&g->p, k);
+        golden_case_params(c, &g->p);
         set_image(g, img->valuestring);
-        const cJSON *v, *res = cJSON_GetObjectItem(c, "result");
-        if ((v = cJSON_GetObjectItem(c, "length"))) g->p.length = v->valuestring;
-        if ((v = cJSON_GetObjectItem(c, "question"))) g->p.question = v->valuestring;
-        if ((v = cJSON_GetObjectItem(c, "object"))) g->p.object = v->valuestring;
-        const cJSON *st = cJSON_GetObjectItem(c, "settings");
-        if ((v = cJSON_GetObjectItem(st, "max_tokens"))) g->p.max_tokens = v->valueint;
-        if ((v = cJSON_GetObjectItem(st, "temperature"))) g->p.temperature = (float)v->valuedouble;
-        if ((v = cJSON_GetObjectItem(st, "max_objects"))) g->p.max_objects = v->valueint;
+        const cJSON *res = cJSON_GetObjectItem(c, "result");
+        tycho_skill k = golden_case_skill(c);
         g->want_key = k == TYCHO_SKILL_CAPTION ? "caption" : k == TYCHO_SKILL_QUERY ? "answer"
                       : k == TYCHO_SKILL_DETECT ? "objects" : "points";
         g->want = k == TYCHO_SKILL_CAPTION ? res : cJSON_GetObjectItem(res, g->want_key);
