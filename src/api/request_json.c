@@ -420,17 +420,23 @@ static ty_status parse_fields(request_json *r, const cJSON *body, tycho_skill sk
     return st;
 }
 
-ty_status request_json_parse(request_json *r, const cJSON *body, tycho_skill skill, const request_json_options *o,
-                             request_json_error *e) {
+ty_status request_json_begin(request_json *r, const cJSON *body, request_json_error *e) {
     request_json_free(r);
     if (e) {
         ty_err_clear(&e->err);
         e->param[0] = '\0';
     }
     if (!cJSON_IsObject(body)) return request_json_fail(e, TY_E_ARG, "", "the request body must be a JSON object");
+    return TY_OK;
+}
+
+ty_status request_json_parse(request_json *r, const cJSON *body, tycho_skill skill, const request_json_options *o,
+                             request_json_error *e) {
+    ty_status st = request_json_begin(r, body, e);
+    if (st != TY_OK) return st;
     tycho_request_params_default(&r->params, skill);
     if (o && o->default_max_tokens > 0) r->params.max_tokens = o->default_max_tokens;
-    ty_status st = parse_fields(r, body, skill, o, e);
+    st = parse_fields(r, body, skill, o, e);
     if (st != TY_OK) request_json_free(r);
     return st;
 }

@@ -140,5 +140,8 @@ size_t base64_decoded_size(const char *in, size_t in_len);
 // NULL); returns code. Shared by the Moondream and the OpenAI chat parsers.
 ty_status request_json_fail(request_json_error *e, ty_status code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+// The start of both parsers: frees r, clears e, and fails unless body is a
+// JSON object.
+ty_status request_json_begin(request_json *r, const cJSON *body, request_json_error *e);
 
 #endif

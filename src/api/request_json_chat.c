@@ -158,12 +158,8 @@ static void chat_rename_param(request_json_error *e) {
 
 ty_status request_json_parse_chat(request_json *r, const cJSON *body, const request_json_options *o,
                                   request_json_error *e) {
-    request_json_free(r);
-    if (e) {
-        ty_err_clear(&e->err);
-        e->param[0] = '\0';
-    }
-    if (!cJSON_IsObject(body)) return request_json_fail(e, TY_E_ARG, "", "the request body must be a JSON object");
+    ty_status begun = request_json_begin(r, body, e);
+    if (begun != TY_OK) return begun;
     chat_text question = {0};
     const char *image = NULL;
     int has_seed = 0, include_usage = 0;
