@@ -70,7 +70,8 @@ static double time_matmul(ty_backend *be, int n, int k, int m, const uint16_t *w
 #ifdef TYCHO_BENCH_OPENBLAS
 // Median seconds of RUNS sgemm y(n, m) = x(n, k) w(m, k)^T, w the same bf16 weights widened.
 static double time_openblas(int n, int k, int m, const uint16_t *w_host) {
-    float *x = bench_input(n, k), *w = malloc((size_t)m * k * sizeof(float)), *y = malloc((size_t)n * m * sizeof(float));
+    float *x = bench_input(n, k), *w = malloc((size_t)m * k * sizeof(float));
+    float *y = malloc((size_t)n * m * sizeof(float));
     for (size_t i = 0; i < (size_t)m * k; i++) w[i] = bf16_to_f32(w_host[i]);
     double t[RUNS];
     for (int r = -1; r < RUNS; r++) {  // r = -1 warms caches and pages

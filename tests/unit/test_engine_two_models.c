@@ -102,8 +102,8 @@ static char *finish(test_case *t) {
     char *json = tycho_request_json(t->r, 0);
     cJSON *got = cJSON_Parse(json);
     CHECK_MSG(cJSON_Compare(cJSON_GetObjectItem(got, t->want_key), t->want, 1), "%s: %s", t->id, json);
-    CHECK_MSG(golden_fed_equal(cJSON_GetObjectItem(t->c, "emitted_ids"), t->r->sk), "%s: fed tokens differ from emitted_ids",
-              t->id);
+    CHECK_MSG(golden_fed_equal(cJSON_GetObjectItem(t->c, "emitted_ids"), t->r->sk),
+              "%s: fed tokens differ from emitted_ids", t->id);
     cJSON_Delete(got);
     tycho_request_free(t->r);
     t->r = NULL;
