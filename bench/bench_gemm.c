@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench.h"
+
 #ifdef TYCHO_BENCH_OPENBLAS
 #include <cblas.h>
 void openblas_set_num_threads(int num_threads);  // OpenBLAS's own; not in every cblas.h
@@ -22,23 +24,7 @@ void openblas_set_num_threads(int num_threads);  // OpenBLAS's own; not in every
 
 #define RUNS 5
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 // Median seconds of RUNS matmuls y(n, m) = x(n, k) w(m, k)^T + b on backend be.
-static double median(double *t) {
-    qsort(t, RUNS, sizeof t[0], cmp_double);
-    return t[RUNS / 2];
-}
-
 static float *bench_input(int n, int k) {
     float *xh = malloc((size_t)n * k * sizeof(float));
     for (size_t i = 0; i < (size_t)n * k; i++) xh[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
@@ -57,14 +43,14 @@ static double time_matmul(ty_backend *be, int n, int k, int m, const uint16_t *w
     double t[RUNS];
     be->ops->matmul(be, y, x, w, &b, TY_ACT_NONE);  // warm caches and pages
     for (int r = 0; r < RUNS; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         be->ops->matmul(be, y, x, w, &b, TY_ACT_NONE);
-        t[r] = now() - t0;
+        t[r] = bench_now() - t0;
     }
     be->ops->release(be, &x);
     be->ops->release(be, &y);
     free(xh);
-    return median(t);
+    return bench_median(t, RUNS);
 }
 
 #ifdef TYCHO_BENCH_OPENBLAS
@@ -75,14 +61,14 @@ static double time_openblas(int n, int k, int m, const uint16_t *w_host) {
     for (size_t i = 0; i < (size_t)m * k; i++) w[i] = bf16_to_f32(w_host[i]);
     double t[RUNS];
     for (int r = -1; r < RUNS; r++) {  // r = -1 warms caches and pages
-        double t0 = now();
+        double t0 = bench_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, k, 1.0f, x, k, w, k, 0.0f, y, m);
-        if (r >= 0) t[r] = now() - t0;
+        if (r >= 0) t[r] = bench_now() - t0;
     }
     free(x);
     free(w);
     free(y);
-    return median(t);
+    return bench_median(t, RUNS);
 }
 #endif
 

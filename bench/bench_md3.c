@@ -19,13 +19,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "model/moondream.h"
+#include "bench.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "model/moondream.h"
 
 // A field of /proc/self/status in kB (VmHWM = peak RSS, RssFile = mapped file pages, RssAnon).
 static long status_kb(const char *key) {
@@ -37,11 +33,6 @@ static long status_kb(const char *key) {
         if (!strncmp(line, key, n) && line[n] == ':') v = atol(line + n + 1);
     if (f) fclose(f);
     return v;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 // GB/s of bf16 weights the backend's decode GEMV streams from memory: a
@@ -59,15 +50,14 @@ static double gemv_bandwidth(ty_backend *be) {
     double t[RUNS];
     be->ops->matmul(be, y, x, wt, NULL, TY_ACT_NONE);
     for (int r = 0; r < RUNS; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         be->ops->matmul(be, y, x, wt, NULL, TY_ACT_NONE);
-        t[r] = now() - t0;
+        t[r] = bench_now() - t0;
     }
-    qsort(t, RUNS, sizeof t[0], cmp_double);
     be->ops->release(be, &x);
     be->ops->release(be, &y);
     free(w);
-    return (double)K * M * 2 / t[RUNS / 2] / 1e9;
+    return (double)K * M * 2 / bench_median(t, RUNS) / 1e9;
 }
 
 static double tensor_bytes(ty_tensor t) { return t.data ? (double)t.rows * t.cols * dtype_size(t.dtype) : 0; }
@@ -134,7 +124,7 @@ int main(int argc, char **argv) {
     ty_err err = {0};
     ty_backend *be = NULL;
     runner R = {0};
-    double t0 = now();
+    double t0 = bench_now();
     if (backend_cpu_init(&be, threads, &err) || md_model_init(&R.m, argv[1], be, &err)) {
         fprintf(stderr, "bench_md3: %s\n", err.msg);
         return 1;
@@ -144,15 +134,16 @@ int main(int argc, char **argv) {
     printf("model: %s, %d layers (MoE from %d: %d experts, top %d, width %d), dim %d, tau %d; load %.2f s, "
            "RSS after load %.2f GB\n", m->cfg.arch == MD_ARCH_MD3 ? "moondream3" : "moondream2", c->n_layers,
            c->moe.num_experts ? c->moe.start_layer : -1, c->moe.num_experts, c->moe.experts_per_token,
-           c->moe.expert_inner_dim, c->dim, c->tau, now() - t0, status_kb("VmRSS") / 1e6);
+           c->moe.expert_inner_dim, c->dim, c->tau, bench_now() - t0, status_kb("VmRSS") / 1e6);
     if (argc > 5 && !strcmp(argv[5], "touch")) {
-        t0 = now();
+        t0 = bench_now();
         volatile unsigned char sink = 0;
         for (size_t i = 0; i < safetensors_count(m->st); i++) {
             const safetensors_tensor *t = safetensors_at(m->st, i);
             for (size_t b = 0; b < t->n_bytes; b += 4096) sink ^= ((const unsigned char *)t->data)[b];
         }
-        printf("touched every page of the checkpoint in %.1f s: RSS %.2f GB\n", now() - t0, status_kb("VmRSS") / 1e6);
+        printf("touched every page of the checkpoint in %.1f s: RSS %.2f GB\n", bench_now() - t0,
+               status_kb("VmRSS") / 1e6);
     }
     double bw = gemv_bandwidth(be);
 
@@ -164,9 +155,9 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < crop * n_crops; i++) pix[i] = (uint8_t)((seed = seed * 1103515245u + 12345u) >> 24);
     if (n_crops == 2) memcpy(pix + crop, pix, crop);
     float *embeds = malloc((size_t)MD_PATCHES * c->dim * sizeof(float));
-    t0 = now();
+    t0 = bench_now();
     ty_status s = md_vision_encode(m, pix, n_crops, rows, cols, NULL, embeds, &err);
-    double vision_s = now() - t0;
+    double vision_s = bench_now() - t0;
 
     // Text: BOS + image prefix, the normal caption prompt (caption[1]), then greedy decode.
     int prompt_n = m->cfg.tok.caption[1].n, total = 1 + MD_PATCHES + prompt_n + tokens;
@@ -179,19 +170,19 @@ int main(int argc, char **argv) {
     ids[0] = m->cfg.tok.bos_id;
     for (int i = 1; i < R.prefix; i++) ids[i] = -1;
     if (s == TY_OK) s = md_kv_cache_init(m, &R.kv, n_pages, 64, &err);
-    t0 = now();
+    t0 = bench_now();
     if (s == TY_OK) s = run(&R, 0, R.prefix, ids, embeds, &err);
-    double prefix_s = now() - t0;
-    t0 = now();
+    double prefix_s = bench_now() - t0;
+    t0 = bench_now();
     if (s == TY_OK) s = run(&R, R.prefix, prompt_n, m->cfg.tok.caption[1].ids, NULL, &err);
-    double prompt_s = now() - t0;
+    double prompt_s = bench_now() - t0;
     double *step = malloc((size_t)tokens * sizeof *step);
     int pos = R.prefix + prompt_n;
     for (int i = 0; i < tokens && s == TY_OK; i++, pos++) {
         int32_t next = argmax(R.logits, c->vocab_size);
-        t0 = now();
+        t0 = bench_now();
         s = run(&R, pos, 1, &next, NULL, &err);
-        step[i] = now() - t0;
+        step[i] = bench_now() - t0;
     }
     if (s != TY_OK) {
         fprintf(stderr, "bench_md3: %s\n", err.msg);
@@ -199,7 +190,7 @@ int main(int argc, char **argv) {
     }
     double sum = 0;
     for (int i = 0; i < tokens; i++) sum += step[i];
-    qsort(step, (size_t)tokens, sizeof *step, cmp_double);
+    qsort(step, (size_t)tokens, sizeof *step, bench_cmp_double);
     double experts = 0, bytes = active_bytes(m, &experts), ms = sum / tokens * 1e3, floor_ms = bytes / (bw * 1e9) * 1e3;
     printf("%dx%d tiling (%d crops): vision %.2f s, %d-row prefix %.2f s, %d-token prompt %.3f s\n", rows, cols,
            n_crops, vision_s, R.prefix, prefix_s, prompt_n, prompt_s);

@@ -11,22 +11,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
+
 #include "core/file.h"
 #include "io/tokenizer.h"
 
 #define RUNS 7
 #define CHUNK 2048
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static char *english_corpus(size_t target, size_t *len) {
     static const char *sentences[] = {
@@ -77,7 +68,7 @@ static void bench(const tokenizer *t, const char *name, const char *text, size_t
     double enc[RUNS], dec[RUNS];
     size_t n_tokens = 0;
     for (int r = 0; r < RUNS; r++) {
-        double t0 = now(), t_dec = 0;
+        double t0 = bench_now(), t_dec = 0;
         n_tokens = 0;
         for (size_t off = 0; off < len;) {
             size_t n = len - off < CHUNK ? len - off : CHUNK;
@@ -89,24 +80,24 @@ static void bench(const tokenizer *t, const char *name, const char *text, size_t
                 fprintf(stderr, "encode failed: %s\n", err.msg);
                 exit(1);
             }
-            double t1 = now();
+            double t1 = bench_now();
             char *out;
             size_t out_len;
             if (tokenizer_decode(t, ids, n_ids, &out, &out_len, &err)) {
                 fprintf(stderr, "decode failed: %s\n", err.msg);
                 exit(1);
             }
-            t_dec += now() - t1;
+            t_dec += bench_now() - t1;
             free(out);
             free(ids);
             n_tokens += n_ids;
             off += n;
         }
         dec[r] = len / 1e6 / t_dec;
-        enc[r] = len / 1e6 / (now() - t0 - t_dec);
+        enc[r] = len / 1e6 / (bench_now() - t0 - t_dec);
     }
-    qsort(enc, RUNS, sizeof enc[0], cmp_double);
-    qsort(dec, RUNS, sizeof dec[0], cmp_double);
+    qsort(enc, RUNS, sizeof enc[0], bench_cmp_double);
+    qsort(dec, RUNS, sizeof dec[0], bench_cmp_double);
     printf("%-22s %8.2f MB  %9zu tokens  encode %7.2f MB/s (min %.2f max %.2f)  decode %8.2f MB/s\n", name, len / 1e6,
            n_tokens, enc[RUNS / 2], enc[0], enc[RUNS - 1], dec[RUNS / 2]);
 }
@@ -115,13 +106,13 @@ int main(int argc, char **argv) {
     const char *tok_path = argc > 1 ? argv[1] : TYCHO_TEST_DATA "/golden/tokenizer/gpt2.json";
     ty_err err = {0};
     tokenizer *t;
-    double t0 = now();
+    double t0 = bench_now();
     if (tokenizer_init_from_file(&t, tok_path, &err)) {
         fprintf(stderr, "bench_tokenizer: %s\n", err.msg);
         return 1;
     }
-    printf("load %s: %.1f ms, vocab %d; median of %d runs, %d-byte chunks, one thread\n", tok_path, (now() - t0) * 1e3,
-           tokenizer_vocab_size(t), RUNS, CHUNK);
+    printf("load %s: %.1f ms, vocab %d; median of %d runs, %d-byte chunks, one thread\n", tok_path,
+           (bench_now() - t0) * 1e3, tokenizer_vocab_size(t), RUNS, CHUNK);
     size_t len;
     char *text;
     if (argc > 2) {
