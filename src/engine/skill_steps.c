@@ -200,6 +200,15 @@ ty_status skill_go_objects(skill_request *r, ty_err *err) {
     return s;
 }
 
+// The object just added was the max_objects-th: the request ends. The
+// reference feeds its last coordinate (or size) too and asks the model
+// whether another object follows, then stops anyway; tycho skips that forward.
+static int objects_full(skill_request *r) {
+    if (r->n_objects < r->p.max_objects) return 0;
+    skill_finish_as(r, FINISH_LENGTH);
+    return 1;
+}
+
 // A size bin maps to 2^((bin / 1023) * 10 - 10), evaluated in f32.
 static float size_from_bin(int bin) { return powf(2.0f, ((float)bin / 1023.0f) * 10.0f - 10.0f); }
 
@@ -210,6 +219,7 @@ ty_status skill_consume_object(skill_request *r, float *logits, const float *hid
         s = decode_coord(r, r->hidden, &r->y, err);
         if (s == TY_OK && r->p.kind == SKILL_POINT)
             s = add_object(r, (skill_object){.x = r->x, .y = r->y}, err);
+        if (s == TY_OK && objects_full(r)) return TY_OK;
         if (s == TY_OK) s = md_region_encode_coord(r->m, r->y, r->embeds, err);
         if (s == TY_OK) s = skill_feed_embedding(r, err);
         r->state = r->p.kind == SKILL_DETECT ? ST_OBJ_Y : ST_OBJ_LAST;
@@ -226,6 +236,7 @@ ty_status skill_consume_object(skill_request *r, float *logits, const float *hid
         if (s == TY_OK)
             s = add_object(r, (skill_object){.x_min = x - w / 2.0, .y_min = y - h / 2.0,
                                              .x_max = x + w / 2.0, .y_max = y + h / 2.0}, err);
+        if (s == TY_OK && objects_full(r)) return TY_OK;
         if (s == TY_OK) s = md_region_encode_size(r->m, w, h, r->embeds, err);
         if (s == TY_OK) s = skill_feed_embedding(r, err);
         r->state = ST_OBJ_LAST;

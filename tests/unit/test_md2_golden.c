@@ -108,6 +108,21 @@ static void params_from_case(const cJSON *c, skill_params *p) {
     if ((v = cJSON_GetObjectItem(st, "max_objects"))) p->max_objects = v->valueint;
 }
 
+// The rows the request forwarded after its prompt (KV positions), against
+// what its outputs imply: one per fed token for an answer without reasoning;
+// per object 2 rows (point: x, y) or 3 (detect: x, y, size), less the last
+// row when the request ended at max_objects. That last row, and for answers
+// the token that reached max_tokens, are never forwarded: the reference runs
+// that forward and discards its result. -1: not checked (reasoning).
+static int rows_expected(const skill_params *p, const skill_request *r) {
+    if (p->kind == SKILL_DETECT || p->kind == SKILL_POINT)
+        return skill_object_count(r) * (p->kind == SKILL_DETECT ? 3 : 2) - (skill_finish(r) == FINISH_LENGTH);
+    if (p->reasoning) return -1;
+    int n;
+    skill_fed_ids(r, &n);
+    return n;
+}
+
 int main(void) {
     ty_err err = {0};
     golden_model g;
@@ -151,6 +166,10 @@ int main(void) {
         const safetensors_tensor *ref = safetensors_find(exp, name);
         double e = ref ? golden_rel_err(logits, ref, vocab) : 1;
         CHECK_MSG(e <= golden_tensor_tol(), "%s: first_logits relative error %.3g", id, e);
+        if (r) {
+            int rows = skill_pos(r) - stats.prefix_tokens - skill_prompt_tokens(r), want = rows_expected(&p, r);
+            CHECK_MSG(want < 0 || rows == want, "%s: %d rows forwarded after the prompt, want %d", id, rows, want);
+        }
         int ok = r && result_matches(c, r, why, sizeof why);
         if (ok && !golden_fed_equal(cJSON_GetObjectItem(c, "emitted_ids"), r)) {
             ok = 0;
