@@ -181,15 +181,11 @@ int skill_object_next(const skill_request *r, const float *logits) {
     return logits[t->eos_id] > logits[t->coord_id] ? t->eos_id : t->coord_id;
 }
 
-// Detect/point: another object follows unless the model chose EOS or
-// max_objects is reached.
+// Detect/point: another object follows unless the model chose EOS (a request
+// at max_objects ended when its last object was added: objects_full).
 ty_status skill_go_objects(skill_request *r, ty_err *err) {
     if (r->next == r->m->cfg.tok.eos_id) {
         skill_finish_as(r, FINISH_STOP);
-        return TY_OK;
-    }
-    if (r->n_objects >= r->p.max_objects) {
-        skill_finish_as(r, FINISH_LENGTH);
         return TY_OK;
     }
     ty_status s = decode_coord(r, r->hidden, &r->x, err);
@@ -217,9 +213,10 @@ ty_status skill_consume_object(skill_request *r, float *logits, const float *hid
     memcpy(r->hidden, hidden, (size_t)r->dim * sizeof(float));
     if (r->state == ST_OBJ_X) {
         s = decode_coord(r, r->hidden, &r->y, err);
-        if (s == TY_OK && r->p.kind == SKILL_POINT)
+        if (s == TY_OK && r->p.kind == SKILL_POINT) {
             s = add_object(r, (skill_object){.x = r->x, .y = r->y}, err);
-        if (s == TY_OK && objects_full(r)) return TY_OK;
+            if (s == TY_OK && objects_full(r)) return TY_OK;
+        }
         if (s == TY_OK) s = md_region_encode_coord(r->m, r->y, r->embeds, err);
         if (s == TY_OK) s = skill_feed_embedding(r, err);
         r->state = r->p.kind == SKILL_DETECT ? ST_OBJ_Y : ST_OBJ_LAST;
